@@ -1,0 +1,75 @@
+# Fashion-MNIST CNN inference service.
+#
+#   docker build --target cpu -t cnn-serving:cpu .    # tensorflow-cpu
+#   docker build --target gpu -t cnn-serving:gpu .    # tensorflow[and-cuda]; run with --gpus all
+#
+# Name the target: BuildKit then builds only the stages that target needs, while the legacy
+# builder builds every stage up to it (which is why `cpu` comes before the GPU stages).
+# Without --target, BuildKit builds the last stage, `default`, which is the CPU image.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+
+# ---------------------------------------------------------------------------------------------
+# Builders: a virtual environment in /opt/venv that the runtime stage copies whole.
+# Dependencies are installed against an empty stub of the project first, so that their large
+# layer is rebuilt only when pyproject.toml or constraints.txt change, not on every source edit.
+# (README.md only feeds package metadata, so the stub's empty one stays.)
+FROM base AS builder
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml constraints.txt ./
+RUN mkdir models service && touch README.md models/__init__.py service/__init__.py
+
+FROM builder AS build-cpu
+RUN pip install --no-cache-dir -c constraints.txt '.[cpu]' && pip uninstall -y cnn-serving
+COPY models ./models
+COPY service ./service
+RUN pip install --no-cache-dir --no-deps .
+
+FROM builder AS build-gpu
+RUN pip install --no-cache-dir -c constraints.txt '.[gpu]' && pip uninstall -y cnn-serving
+COPY models ./models
+COPY service ./service
+RUN pip install --no-cache-dir --no-deps .
+
+# ---------------------------------------------------------------------------------------------
+# Runtime: non-root user, the bundled model repository, uvicorn as the entrypoint.
+FROM base AS runtime
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app
+WORKDIR /app
+# Models are read from here unless CNN_MODEL_REPOSITORY points elsewhere (e.g. a mounted volume).
+ENV CNN_MODEL_REPOSITORY=/app/model_repository \
+    CNN_HOST=0.0.0.0 \
+    CNN_PORT=8000 \
+    WEB_CONCURRENCY=1
+COPY docker/entrypoint.sh /usr/local/bin/cnn-serving
+COPY docker/healthcheck.py /usr/local/bin/cnn-serving-healthcheck
+EXPOSE 8000
+# Readiness, not just liveness: healthy once every model is loaded and warmed up.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["python", "/usr/local/bin/cnn-serving-healthcheck"]
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/cnn-serving"]
+
+# ---------------------------------------------------------------------------------------------
+FROM runtime AS cpu
+COPY --from=build-cpu /opt/venv /opt/venv
+COPY model_repository /app/model_repository
+
+FROM runtime AS gpu
+# Read by the NVIDIA container runtime; the CUDA libraries themselves come as pip wheels.
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+COPY --from=build-gpu /opt/venv /opt/venv
+COPY model_repository /app/model_repository
+
+# ---------------------------------------------------------------------------------------------
+# The CPU image is the default.
+FROM cpu AS default

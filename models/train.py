@@ -1,0 +1,168 @@
+"""Training CLI: ``python -m models.train --arch fashion_cnn --epochs 20``.
+
+Trains on the training split, selects the epoch with the best validation accuracy, exports the
+SavedModel + model card, then evaluates the *exported* model once on the held-out test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models import architectures
+from models.data import Split, load_fashion_mnist, to_model_input
+from models.evaluate import evaluate_saved_model
+from models.export import MODEL_CARD, export_model
+from models.summary import format_table, summarize
+
+logger = logging.getLogger("models.train")
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """One log line per epoch: metrics, learning rate, elapsed time and ETA for the run."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / (epoch + 1) * (self.epochs - epoch - 1)
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logger.info(
+            "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  lr %.2e  elapsed %.0fs  eta %.0fs",
+            epoch + 1, self.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
+            logs.get("val_loss", float("nan")), logs.get("val_accuracy", float("nan")), lr, elapsed, eta,
+        )  # fmt: skip
+
+
+def make_dataset(split: Split, batch_size: int, *, shuffle: bool, flip: bool, seed: int) -> tf.data.Dataset:
+    data = tf.data.Dataset.from_tensor_slices((to_model_input(split.images), split.labels))
+    if shuffle:
+        data = data.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size)
+    if flip:
+        flipper = keras.layers.RandomFlip("horizontal", seed=seed)
+        data = data.map(lambda x, y: (flipper(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="fashion_cnn", choices=sorted(architectures.ARCHITECTURES))
+    parser.add_argument("--name", help="model name in the repository (default: the architecture name)")
+    parser.add_argument("--version", type=int, help="version number (default: next free)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--data-dir", type=Path, help="IDX directory (default: $FASHION_MNIST_DIR or Debian's)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="initial Nadam learning rate")
+    parser.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine decay")
+    parser.add_argument("--no-flip", dest="flip", action="store_false", help="disable random horizontal flips")
+    parser.add_argument("--patience", type=int, default=6, help="early-stopping patience on val accuracy")
+    parser.add_argument("--validation-size", type=int, default=5000)
+    parser.add_argument("--train-limit", type=int, help="use only the first N training images (smoke runs)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--deterministic", action="store_true", help="enable TF op determinism (slower)")
+    parser.add_argument("--checkpoint-dir", type=Path, help="where the best weights are kept during training")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> Path:
+    keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    data = load_fashion_mnist(args.data_dir, validation_size=args.validation_size, seed=args.seed)
+    train_split = data.train
+    if args.train_limit:
+        train_split = Split(train_split.images[: args.train_limit], train_split.labels[: args.train_limit])
+
+    model = architectures.build(args.arch)
+    logger.info("%s\n%s", model.name, format_table(summarize(model)))
+    steps = int(np.ceil(len(train_split) / args.batch_size)) * args.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=args.min_lr / args.lr)
+    model.compile(
+        optimizer=keras.optimizers.Nadam(learning_rate=schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    checkpoint_dir = args.checkpoint_dir or args.repository.parent / ".checkpoints"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        EpochLogger(args.epochs),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint_dir / f"{args.name or args.arch}.best.weights.h5"),
+            monitor="val_accuracy", save_best_only=True, save_weights_only=True,
+        ),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience, restore_best_weights=True),
+    ]  # fmt: skip
+    started = time.monotonic()
+    history = model.fit(
+        make_dataset(train_split, args.batch_size, shuffle=True, flip=args.flip, seed=args.seed),
+        validation_data=make_dataset(data.validation, 500, shuffle=False, flip=False, seed=args.seed),
+        epochs=args.epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    training_time = time.monotonic() - started
+    val_acc = history.history["val_accuracy"]
+    best_epoch = int(np.argmax(val_acc)) + 1
+
+    training = {
+        "epochs_run": len(val_acc),
+        "epochs_planned": args.epochs,
+        "best_epoch": best_epoch,
+        "batch_size": args.batch_size,
+        "optimizer": "Nadam",
+        "learning_rate": {"schedule": "cosine", "initial": args.lr, "final": args.min_lr},
+        "augmentation": ["random horizontal flip"] if args.flip else [],
+        "train_samples": len(train_split),
+        "validation_samples": len(data.validation),
+        "seed": args.seed,
+        "training_time_s": round(training_time, 1),
+    }
+    target = export_model(
+        model,
+        args.repository,
+        args.name or args.arch,
+        architecture=args.arch,
+        class_names=data.class_names,
+        version=args.version,
+        overwrite=args.overwrite,
+        metrics={"validation_accuracy": round(float(val_acc[best_epoch - 1]), 4)},
+        training=training,
+    )
+    # The test set is used exactly once, on the exported artefact, and the card records that figure.
+    test = evaluate_saved_model(target, data.test)
+    card_path = target / MODEL_CARD
+    card = json.loads(card_path.read_text())
+    card["metrics"].update(
+        test_accuracy=test.accuracy, test_loss=round(test.loss, 4), test_correct=test.correct, test_samples=test.samples
+    )
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    logger.info(
+        "best epoch %d (val acc %.4f); test accuracy %.4f (%d/%d), loss %.4f; %.0fs; exported to %s",
+        best_epoch, val_acc[best_epoch - 1], test.accuracy, test.correct, test.samples, test.loss,
+        training_time, target,
+    )  # fmt: skip
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Dynamic batching: concurrent requests for one model share a model call.
+
+One :class:`Batcher` per loaded model version. Requests (each a ``(k, h, w, c)`` array, already
+validated) wait in a queue; one worker task takes queued requests up to ``max_batch_size`` images,
+runs the model once in a thread (never on the event loop), splits the output by each request's row
+count and resolves each request's future. One batch is in flight per model.
+
+Waiting policy: when the model is free the worker starts at once with whatever is queued, so an idle
+server adds no batching delay. Only when the previous call merged several requests (the server is under
+load) does it wait up to ``max_wait`` for the batch to fill. Batches also form naturally while a call is
+running.
+
+Time is bounded in three places:
+- ``max_wait``: how long a batch may wait to fill (milliseconds);
+- ``queue_timeout``: a request older than this when taken is dropped with 503 (nobody should get work
+  done after their client gave up);
+- ``request_timeout``: the caller's end-to-end wait on its future (504); the request is then skipped
+  if it is still queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    images: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    def __init__(
+        self,
+        label: str,
+        run: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        metrics: Metrics,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_images: int,
+        queue_timeout_s: float,
+        request_timeout_s: float,
+    ) -> None:
+        self.label = label
+        self._run = run
+        self._executor = executor
+        self._metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue_images = max_queue_images
+        self.queue_timeout_s = queue_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self._queue: deque[_Pending] = deque()
+        self._queued_images = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._last_batch_requests = 1
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{self.label}")
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new work, let queued requests finish (up to ``timeout_s``), then stop the worker."""
+        self._closing = True
+        deadline = time.monotonic() + timeout_s
+        while self._queue and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(ModelNotReady("server is shutting down"))
+        self._queue.clear()
+
+    # -- request side ------------------------------------------------------------------------------
+    async def submit(self, images: np.ndarray) -> np.ndarray:
+        """Queue a validated batch of images and wait for its rows of the model's output."""
+        if self._closing or not self.alive:
+            raise ModelNotReady(f"model {self.label} is not accepting requests")
+        count = len(images)
+        if self._queued_images + count > self.max_queue_images:
+            self._metrics.rejected.labels(self.label, "queue_full").inc()
+            raise Overloaded(f"model {self.label} is overloaded ({self._queued_images} images queued); retry shortly")
+        item = _Pending(images, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        self._queued_images += count
+        self._metrics.queue_depth.labels(self.label).set(self._queued_images)
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), self.request_timeout_s)
+        except TimeoutError:
+            item.future.cancel()  # the worker skips it if it is still queued
+            raise InferenceTimeout(
+                f"inference on {self.label} did not finish within {self.request_timeout_s:g} s"
+            ) from None
+
+    # -- worker side -------------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._last_batch_requests > 1 and self.max_wait_s > 0:
+                await self._wait_for_fill()
+            batch = self._take_batch()
+            if batch:
+                await self._execute(batch)
+
+    async def _wait_for_fill(self) -> None:
+        deadline = self._queue[0].enqueued + self.max_wait_s
+        while self._queued_images < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Pending]:
+        """Pop requests up to ``max_batch_size`` images (a larger single request runs alone)."""
+        batch: list[_Pending] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            item = self._queue[0]
+            if batch and rows + len(item.images) > self.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_images -= len(item.images)
+            if item.future.done():  # cancelled by its caller's timeout
+                continue
+            if now - item.enqueued > self.queue_timeout_s:
+                self._metrics.rejected.labels(self.label, "queue_timeout").inc()
+                item.future.set_exception(Overloaded(f"request waited over {self.queue_timeout_s:g} s in the queue"))
+                continue
+            batch.append(item)
+            rows += len(item.images)
+        self._metrics.queue_depth.labels(self.label).set(self._queued_images)
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        inputs = batch[0].images if len(batch) == 1 else np.concatenate([item.images for item in batch])
+        self._last_batch_requests = len(batch)
+        self._metrics.batch_size.labels(self.label).observe(len(inputs))
+        self._metrics.batch_requests.labels(self.label).observe(len(batch))
+        started = time.perf_counter()
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
+            if len(outputs) != len(inputs):
+                raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)} inputs")
+        except Exception as exc:
+            logger.exception("inference failed on %s for a batch of %d", self.label, len(inputs))
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}"))
+            return
+        finally:
+            self._metrics.inference.labels(self.label).observe(time.perf_counter() - started)
+        offset = 0
+        for item in batch:
+            rows = len(item.images)
+            if not item.future.done():
+                item.future.set_result(outputs[offset : offset + rows])
+            offset += rows

@@ -1,0 +1,52 @@
+"""Liveness, readiness (native and v2 paths) and the Prometheus endpoint.
+
+Liveness: the process answers. Readiness: at least one model is loaded, warmed up and has a live
+batch worker, and every model explicitly requested through ``CNN_MODELS`` is among them.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.repository import ModelRepository
+from service.schemas import Liveness, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+def readiness(request: Request) -> tuple[bool, dict[str, str]]:
+    inference = getattr(request.app.state, "inference", None)
+    if inference is None or not getattr(request.app.state, "started", False):
+        return False, {}
+    repository: ModelRepository = inference.repository
+    versions = repository.all_versions()
+    states = {v.label: ("READY" if v.ready else v.state.value) for v in versions}
+    explicit = set(request.app.state.settings.models)
+    required = [v for v in versions if v.name in explicit or v.label in explicit]
+    ready = any(v.ready for v in versions) and all(v.ready for v in required)
+    return ready, states
+
+
+@router.get("/health/live", response_model=Liveness, summary="Liveness")
+@router.get("/v2/health/live", response_model=Liveness, summary="Liveness (v2)", tags=["open-inference-protocol-v2"])
+async def live() -> Liveness:
+    return Liveness(live=True)
+
+
+@router.get("/health/ready", response_model=Readiness, summary="Readiness", responses={503: {"model": Readiness}})
+async def ready(request: Request) -> JSONResponse:
+    is_ready, states = readiness(request)
+    return JSONResponse({"ready": is_ready, "models": states}, status_code=200 if is_ready else 503)
+
+
+@router.get("/v2/health/ready", summary="Readiness (v2)", tags=["open-inference-protocol-v2"])
+async def ready_v2(request: Request) -> JSONResponse:
+    is_ready, _ = readiness(request)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,74 @@
+"""Prometheus metrics: requests, latency, batch sizes, queue depth and inference time."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """One registry per app, so several apps (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cnn_requests_total", "HTTP requests by route and status.", ["method", "route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "cnn_request_seconds", "HTTP request latency by route.", ["method", "route"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.images = Counter(
+            "cnn_images_total", "Images inferred, by model and API.", ["model", "api"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "cnn_batch_size", "Images per model call.", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry
+        )
+        self.batch_requests = Histogram(
+            "cnn_batch_requests", "Requests merged into one model call.", ["model"],
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.queue_depth = Gauge("cnn_queue_images", "Images waiting for the model.", ["model"], registry=self.registry)
+        self.inference = Histogram(
+            "cnn_inference_seconds", "Model call time.", ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.rejected = Counter(
+            "cnn_rejected_total", "Requests refused before inference, by reason.", ["model", "reason"],
+            registry=self.registry,
+        )  # fmt: skip
+
+
+class MetricsMiddleware:
+    """Counts requests and latency by route template (never by raw path, to bound label cardinality)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

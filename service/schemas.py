@@ -1,0 +1,155 @@
+"""Pydantic request and response models of the native API (``/api/v1``) and health endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PixelDType = Literal["uint8", "float32"]
+
+
+class PredictJSONRequest(BaseModel):
+    """JSON body of ``predict``: base64-encoded image files *or* a tensor of images."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"images": ["iVBORw0KGgoAAAANSUhEUgAA..."]}, {"tensor": [[[0]]], "dtype": "uint8"}]
+        },
+    )
+
+    images: list[str] | None = Field(None, description="Base64-encoded PNG/JPEG/BMP/GIF/WEBP/TIFF files.")
+    tensor: list[Any] | None = Field(
+        None, description="Nested list shaped n×28×28 or n×28×28×1 (the model's input size)."
+    )
+    dtype: PixelDType = Field("float32", description="uint8: values 0–255; float32: values in [0, 1].")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictJSONRequest:
+        if (self.images is None) == (self.tensor is None):
+            raise ValueError("send exactly one of 'images' (base64 files) or 'tensor'")
+        return self
+
+
+class FeatureMapsJSONRequest(BaseModel):
+    """JSON body of ``feature-maps``: one base64 image *or* one image tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(None, description="One base64-encoded image file.")
+    tensor: list[Any] | None = Field(None, description="One image as a nested list shaped 28×28 or 28×28×1.")
+    dtype: PixelDType = Field("float32", description="uint8: values 0–255; float32: values in [0, 1].")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FeatureMapsJSONRequest:
+        if (self.image is None) == (self.tensor is None):
+            raise ValueError("send exactly one of 'image' (base64 file) or 'tensor'")
+        return self
+
+
+class ClassScore(BaseModel):
+    class_id: int
+    label: str
+    probability: float
+
+
+class ImagePrediction(BaseModel):
+    label: str = Field(description="The most probable class.")
+    class_id: int
+    probability: float
+    top_k: list[ClassScore]
+    probabilities: list[float] = Field(description="One probability per class, in class-id order.")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: int
+    predictions: list[ImagePrediction]
+
+
+class LayerActivation(BaseModel):
+    name: str
+    shape: list[int] = Field(description="Shape of one image's activation, e.g. [28, 28, 64].")
+    min: float
+    max: float
+    data: list[Any] = Field(description="The activation as a nested list of that shape.")
+
+
+class FeatureMapsResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: int
+    layers: list[LayerActivation]
+
+
+class VersionStatus(BaseModel):
+    version: int
+    state: str
+    error: str | None = None
+
+
+class ModelEntry(BaseModel):
+    name: str
+    default_version: int
+    versions: list[VersionStatus]
+
+
+class ModelList(BaseModel):
+    models: list[ModelEntry]
+
+
+class LayerSummary(BaseModel):
+    name: str
+    type: str
+    output_shape: list[int]
+    kernel_size: list[int] | None
+    strides: list[int] | None
+    padding: str | None
+    activation: str | None
+    params: int
+    trainable_params: int
+    mult_adds: int = Field(description="Multiply-adds per image.")
+    memory_bytes: int = Field(description="float32 activation memory per image.")
+    receptive_field: list[int] = Field(description="Input pixels (height, width) one output unit sees.")
+    jump: list[int] | None = Field(description="Input pixels between neighbouring output units; null if global.")
+
+
+class ModelSummary(BaseModel):
+    name: str
+    input_shape: list[int]
+    layers: list[LayerSummary]
+    total_params: int
+    trainable_params: int
+    total_mult_adds: int
+    total_activation_bytes: int
+
+
+class ModelDetail(BaseModel):
+    """A model version's card: architecture, input contract, classes, metrics and layer summary."""
+
+    name: str
+    version: int
+    state: str
+    error: str | None = None
+    architecture: str | None = None
+    created: str | None = None
+    input: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None
+    class_names: list[str] = []
+    feature_layers: list[str] = []
+    metrics: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    summary: ModelSummary | None = None
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: dict[str, str] = Field(description="State of every model version, by name:version.")

@@ -1,0 +1,43 @@
+"""Service configuration from environment variables (prefix ``CNN_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is read from ``CNN_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CNN_", env_file=None, protected_namespaces=())
+
+    model_repository: Path = Field(DEFAULT_REPOSITORY, description="Directory of <model>/<version>/ SavedModels.")
+    models: list[str] = Field(
+        default_factory=list,
+        description='Models to load, e.g. ["fashion_cnn", "lenet5:1"] (name or name:version); empty = all.',
+    )
+    load_all_versions: bool = Field(True, description="Load every version; the highest one is the default.")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Most images the batcher runs in one model call.")
+    max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill up.")
+    max_queue_images: int = Field(2048, ge=1, description="Images waiting per model before new requests get 503.")
+    queue_timeout_s: float = Field(10.0, gt=0, description="Images older than this when dequeued are dropped (503).")
+    request_timeout_s: float = Field(30.0, gt=0, description="End-to-end limit on one inference (504 after it).")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image, width × height (413).")
+    max_images_per_request: int = Field(256, ge=1, description="Most images in one request (413 above).")
+    default_top_k: int = Field(3, ge=1, description="top-k returned when the request does not say.")
+    inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
+    api_key: str | None = Field(None, description="When set, requests must send it as X-API-Key or Bearer token.")
+    host: str = Field("127.0.0.1", description="Bind address for `python -m service`.")
+    port: int = Field(8000, ge=1, le=65535, description="Port for `python -m service`.")
+    log_level: str = Field("info", description="Python logging level.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
