@@ -54,6 +54,8 @@ def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"{what}: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"{what}: truncated or corrupt image header ({exc})") from None
     width, height = image.size
     if width < 1 or height < 1:
         raise InvalidInput(f"{what}: image has no pixels ({width}×{height})")

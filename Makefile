@@ -1,0 +1,57 @@
+# Two entry points for a fresh machine: `make serve` and `make test`. Both create the virtual
+# environment and install what they need (pinned by constraints.txt, apt packages where needed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEST_APT := dataset-fashion-mnist
+BENCH_APT := wrk
+HOST ?= 127.0.0.1
+PORT ?= 8000
+ARCH ?= fashion_cnn
+EPOCHS ?= 20
+
+.PHONY: install serve test lint format train train-lenet5 bench reliability docker-test clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev]'
+	touch $@
+
+install: $(STAMP)
+
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+endef
+
+## serve the bundled models on $(HOST):$(PORT)
+serve: install
+	CNN_HOST=$(HOST) CNN_PORT=$(PORT) $(BIN)/python -m service
+
+## lint and run the test suite (the command CI runs)
+test: install
+	$(call apt_install,$(TEST_APT))
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## train and export a model (ARCH=fashion_cnn|lenet5|depthpool_cnn, EPOCHS=N) into model_repository/
+train: install
+	$(call apt_install,$(TEST_APT))
+	$(BIN)/python -m models.train --arch $(ARCH) --epochs $(EPOCHS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .checkpoints

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real Fashion-MNIST data, the bundled model repository and a running app."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# CNN_TEST_MODEL_REPOSITORY points the tests at another repository with the same layout.
+BUNDLED_REPOSITORY = Path(os.environ.get("CNN_TEST_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    from models.data import load_fashion_mnist
+
+    return load_fashion_mnist()
+
+
+@pytest.fixture(scope="session")
+def bundled_repository() -> Path:
+    if not (BUNDLED_REPOSITORY / "fashion_cnn" / "1" / "model_card.json").exists():
+        pytest.fail(f"the bundled model is missing from {BUNDLED_REPOSITORY}")
+    return BUNDLED_REPOSITORY
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def client(bundled_repository: Path) -> Iterator:
+    """A TestClient over the real app serving the bundled models (lifespan run once per session)."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(model_repository=bundled_repository, max_request_bytes=2 * 1024 * 1024))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -1,0 +1,118 @@
+"""The batcher with a stand-in model function: merging, routing, limits and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher
+from service.errors import InferenceFailed, InferenceTimeout, Overloaded
+from service.metrics import Metrics
+
+
+def make_batcher(run, **overrides) -> Batcher:
+    options = dict(max_batch_size=8, max_wait_s=0.002, max_queue_images=64, queue_timeout_s=5, request_timeout_s=5)
+    options.update(overrides)
+    return Batcher("test:1", run, ThreadPoolExecutor(2), Metrics(), **options)
+
+
+def images(value: float, count: int = 1) -> np.ndarray:
+    return np.full((count, 2, 2, 1), value, np.float32)
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows():
+    calls: list[int] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        time.sleep(0.02)
+        return batch.reshape(len(batch), -1).sum(axis=1, keepdims=True)
+
+    async def scenario():
+        batcher = make_batcher(run)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(images(i, count=1 + i % 2)) for i in range(20)))
+        await batcher.drain(1)
+        return results
+
+    results = asyncio.run(scenario())
+    for i, rows in enumerate(results):
+        assert rows.shape == (1 + i % 2, 1) and (rows == 4 * i).all()
+    assert sum(calls) == sum(1 + i % 2 for i in range(20))
+    assert max(calls) > 1 and max(calls) <= 8 and len(calls) < 20
+
+
+def test_idle_server_does_not_wait_for_a_batch():
+    async def scenario():
+        batcher = make_batcher(lambda b: b[:, 0, 0], max_wait_s=1.0)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.submit(images(1))
+        elapsed = time.perf_counter() - started
+        await batcher.drain(1)
+        return elapsed
+
+    assert asyncio.run(scenario()) < 0.5  # far below the 1 s batch wait
+
+
+def test_full_queue_is_refused_with_retry_after():
+    release = threading.Event()
+
+    def run(batch):
+        release.wait(5)
+        return batch[:, 0, 0]
+
+    async def scenario():
+        batcher = make_batcher(run, max_queue_images=4, max_batch_size=1)
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(images(i))) for i in range(4)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(images(9, count=2))
+        release.set()
+        await asyncio.gather(*pending)
+        await batcher.drain(1)
+        return refused.value
+
+    error = asyncio.run(scenario())
+    assert error.status_code == 503 and error.headers == {"Retry-After": "1"}
+
+
+def test_model_failure_and_timeout_are_reported():
+    def broken(batch):
+        raise RuntimeError("boom")
+
+    def slow(batch):
+        time.sleep(0.3)
+        return batch[:, 0, 0]
+
+    async def scenario():
+        failing = make_batcher(broken)
+        failing.start()
+        with pytest.raises(InferenceFailed, match="boom"):
+            await failing.submit(images(1))
+        assert failing.alive  # the worker survives a failed batch
+        await failing.drain(1)
+        timing_out = make_batcher(slow, request_timeout_s=0.05)
+        timing_out.start()
+        with pytest.raises(InferenceTimeout):
+            await timing_out.submit(images(1))
+        await timing_out.drain(1)
+
+    asyncio.run(scenario())
+
+
+def test_wrong_row_count_fails_the_batch():
+    async def scenario():
+        batcher = make_batcher(lambda batch: batch[:1, 0, 0])
+        batcher.start()
+        with pytest.raises(InferenceFailed, match="rows"):
+            await batcher.submit(images(1, count=3))
+        await batcher.drain(1)
+
+    asyncio.run(scenario())

@@ -1,0 +1,96 @@
+"""Image decoding, polarity, resizing and tensor validation (no model needed)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import InvalidInput, PayloadTooLarge
+from service.preprocess import Polarity, fit_to_canvas, image_to_array, open_image, validate_tensor
+
+from .conftest import png_bytes
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_28x28_grayscale_png_is_exact():
+    pixels = np.random.default_rng(1).integers(0, 120, (28, 28), dtype=np.uint8)
+    array = image_to_array(png_bytes(pixels), 28, 28, polarity=Polarity.auto, max_pixels=10**6)
+    assert array.shape == (28, 28, 1) and array.dtype == np.float32
+    np.testing.assert_array_equal(array[..., 0], pixels / np.float32(255))
+
+
+def test_aspect_preserving_resize_pads_with_black():
+    wide = Image.new("L", (112, 56), 200)  # 2:1 → 28×14 centred
+    out = fit_to_canvas(wide, 28, 28)
+    assert out.shape == (28, 28)
+    assert (out[7:21, :] > 150).all() and (out[:7, :] == 0).all() and (out[21:, :] == 0).all()
+
+
+def test_auto_polarity_inverts_light_backgrounds():
+    photo = np.full((40, 40), 255, np.uint8)
+    photo[10:30, 10:30] = 30  # dark object on white
+    array = image_to_array(png_bytes(photo), 28, 28, polarity=Polarity.auto, max_pixels=10**6)
+    assert array[0, 0, 0] == 0.0 and array[14, 14, 0] > 0.8
+    kept = image_to_array(png_bytes(photo), 28, 28, polarity=Polarity.keep, max_pixels=10**6)
+    assert kept[14, 14, 0] < 0.2
+    forced = image_to_array(png_bytes(255 - photo), 28, 28, polarity=Polarity.invert, max_pixels=10**6)
+    assert forced[14, 14, 0] < 0.2
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("RGB", "JPEG"), ("RGBA", "PNG"), ("L", "BMP"), ("P", "GIF"), ("RGB", "WEBP"), ("I;16", "PNG"), ("1", "TIFF")],
+)
+def test_formats_and_modes_decode(mode, fmt):
+    base = Image.new("L", (60, 30), 0)
+    base.paste(220, (20, 5, 40, 25))
+    image = base.convert(mode) if mode != "I;16" else Image.fromarray(np.asarray(base, np.uint16) * 256)
+    array = image_to_array(encode(image, fmt), 28, 28, polarity=Polarity.auto, max_pixels=10**6)
+    assert array.shape == (28, 28, 1) and array[14, 14, 0] > 0.5 and array[2, 2, 0] < 0.1
+
+
+def test_transparent_background_counts_as_light():
+    rgba = Image.new("RGBA", (30, 30), (0, 0, 0, 0))
+    rgba.paste((10, 10, 10, 255), (10, 10, 20, 20))
+    array = image_to_array(encode(rgba, "PNG"), 28, 28, polarity=Polarity.auto, max_pixels=10**6)
+    assert array[0, 0, 0] == 0.0 and array[14, 14, 0] > 0.8
+
+
+def test_broken_and_oversize_images():
+    good = png_bytes(np.zeros((28, 28), np.uint8))
+    with pytest.raises(InvalidInput, match="truncated or corrupt"):
+        open_image(good[:-20], 10**6)
+    with pytest.raises(InvalidInput, match="not a decodable image"):
+        open_image(b"%PDF-1.4 not an image", 10**6)
+    with pytest.raises(InvalidInput, match="empty"):
+        open_image(b"", 10**6)
+    with pytest.raises(PayloadTooLarge, match="pixels exceeds"):
+        open_image(png_bytes(np.zeros((100, 100), np.uint8)), 5_000)
+
+
+def test_validate_tensor_rules():
+    ok = validate_tensor(np.zeros((2, 28, 28)), (28, 28, 1), max_images=4)
+    assert ok.shape == (2, 28, 28, 1) and ok.dtype == np.float32
+    scaled = validate_tensor(np.full((1, 28, 28, 1), 255, np.int64), (28, 28, 1), max_images=4)
+    assert scaled.max() == 1.0
+    for bad, message in [
+        (np.zeros((1, 3)), "does not match"),
+        (np.zeros((28, 28)), "does not match"),
+        (np.zeros((0, 28, 28, 1)), "empty batch"),
+        (np.full((1, 28, 28, 1), np.nan), "NaN"),
+        (np.full((1, 28, 28, 1), 2.0), r"within \[0, 1\]"),
+        (np.full((1, 28, 28, 1), 300), "0–255"),
+        (np.array([["a"]]), "numeric"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            validate_tensor(bad, (28, 28, 1), max_images=4)
+    with pytest.raises(PayloadTooLarge):
+        validate_tensor(np.zeros((5, 28, 28, 1)), (28, 28, 1), max_images=4)
