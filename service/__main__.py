@@ -1,9 +1,49 @@
-"""``python -m service``: run the server with uvicorn on ``CNN_HOST``:``CNN_PORT``."""
+"""``python -m service``: run the server with uvicorn on ``CNN_HOST``:``CNN_PORT``.
+
+On SIGTERM/SIGINT uvicorn stops accepting connections, lets in-flight requests finish (up to
+``CNN_SHUTDOWN_TIMEOUT_S``), drains the batchers, and this process then exits with status 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
 from service.settings import get_settings
 
-if __name__ == "__main__":
+
+class Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the caught signal after a graceful shutdown (exit status 0)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def main() -> None:
     settings = get_settings()
-    uvicorn.run("service.app:app", host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    config = uvicorn.Config(
+        "service.app:app",
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_keep_alive=5,
+    )
+    Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

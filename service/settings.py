@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     default_top_k: int = Field(3, ge=1, description="top-k returned when the request does not say.")
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
     api_key: str | None = Field(None, description="When set, requests must send it as X-API-Key or Bearer token.")
+    shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight requests on SIGTERM.")
     host: str = Field("127.0.0.1", description="Bind address for `python -m service`.")
     port: int = Field(8000, ge=1, le=65535, description="Port for `python -m service`.")
     log_level: str = Field("info", description="Python logging level.")
