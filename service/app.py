@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -103,7 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started = False
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def known_models() -> Collection[str]:
+        inference = getattr(app.state, "inference", None)
+        return inference.repository.models if inference else ()
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=known_models)
     for router in (health.router, api_native.router, api_tfserving.router, api_v2.router):
         app.include_router(router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,11 +18,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "cnn_requests_total", "HTTP requests by route and status.", ["method", "route", "status"],
+            "cnn_requests_total", "HTTP requests by route, model and status.", ["method", "route", "model", "status"],
             registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
-            "cnn_request_seconds", "HTTP request latency by route.", ["method", "route"],
+            "cnn_request_seconds", "HTTP request latency by route and model.", ["method", "route", "model"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.images = Counter(
@@ -45,11 +46,15 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts requests and latency by route template (never by raw path, to bound label cardinality)."""
+    """Counts requests and latency by route template and model.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    Labels never carry a raw path or an unknown model name, so a client cannot grow the label set.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_models: Callable[[], Collection[str]]) -> None:
         self.app = app
         self.metrics = metrics
+        self.known_models = known_models
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,8 +72,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(scope.get("route"), "path", "unmatched")
+            name = scope.get("path_params", {}).get("name", "")
+            model = name if name in self.known_models() else ("unknown" if name else "")
             method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(method, template, model, str(status)).inc()
+            self.metrics.latency.labels(method, template, model).observe(time.perf_counter() - started)

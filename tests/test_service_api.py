@@ -261,7 +261,10 @@ def test_concurrent_requests_are_batched(client, sample):
     ]
     single, calls = float(merged[0].split()[-1]), float(total[0].split()[-1])
     assert calls > single, "no model call merged more than one request"
-    assert 'cnn_requests_total{method="POST",route="/v1/models/{name}:predict",status="200"}' in metrics
+    assert (
+        'cnn_requests_total{method="POST",model="fashion_cnn",route="/v1/models/{name}:predict",status="200"}'
+        in metrics
+    )
 
 
 def test_api_key(bundled_repository):
