@@ -39,6 +39,8 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         timeout_keep_alive=5,
     )
