@@ -38,7 +38,12 @@ test: install
 	$(call apt_install,$(TEST_APT))
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not reliability_slow"
+
+## the whole reliability suite: fuzzing, bad-input corpus, 60 s soak, overload, SIGTERM, broken models
+reliability: install
+	$(call apt_install,$(TEST_APT))
+	$(BIN)/python -m pytest tests/reliability
 
 lint: install
 	$(BIN)/ruff check .

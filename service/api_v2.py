@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import struct
 from typing import Annotated, Any
 
@@ -28,6 +29,8 @@ router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependenci
 SERVER_NAME = "cnn-serving"
 SERVER_VERSION = "0.1.0"
 HEADER_LENGTH = "inference-header-content-length"
+_MAX_RANK = 8
+_MAX_DIMENSION = 2**31 - 1
 _NUMERIC = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "UINT8": np.dtype("u1")}
 
 
@@ -116,7 +119,9 @@ async def model_metadata(
     )
 
 
-@_versioned("/models/{name}/ready")("get", response_model=ModelReady, summary="Model readiness")
+@_versioned("/models/{name}/ready")(
+    "get", response_model=ModelReady, summary="Model readiness", responses={503: {"model": ModelReady}}
+)
 async def model_ready(
     name: str, repository: Annotated[ModelRepository, Depends(get_repository)], version: str | None = None
 ) -> Response:
@@ -153,9 +158,11 @@ def _bytes_elements(raw: bytes) -> list[bytes]:
 
 
 def _expected_count(shape: list[int]) -> int:
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input shape {shape} has a negative dimension")
-    return int(np.prod(shape, dtype=np.int64))
+    if len(shape) > _MAX_RANK:
+        raise InvalidInput(f"input shape {shape} has more than {_MAX_RANK} dimensions")
+    if any(d < 0 or d > _MAX_DIMENSION for d in shape):
+        raise InvalidInput(f"input shape {shape} has a dimension outside 0–{_MAX_DIMENSION}")
+    return math.prod(shape)  # exact: an int64 product can wrap around to a count that matches the data
 
 
 async def _decode_input(
@@ -218,12 +225,29 @@ def _wants_binary(request: InferRequest, output: str) -> bool:
     return False
 
 
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline a pydantic schema's ``$defs``: its ``#/$defs/...`` references do not resolve inside OpenAPI."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
 # -- inference ---------------------------------------------------------------------------------------
 _INFER_DOC = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": InferRequest.model_json_schema()},
+            "application/json": {"schema": _inline_defs(InferRequest.model_json_schema())},
             "application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"},
                 "description": "JSON header (length in Inference-Header-Content-Length) followed by tensor bytes.",

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from service import api_native, api_tfserving, api_v2, health
 from service.batcher import Batcher
-from service.errors import install_error_handlers
+from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.inference import Inference
 from service.limits import BodySizeLimit
 from service.metrics import Metrics, MetricsMiddleware
@@ -109,8 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return inference.repository.models if inference else ()
 
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=known_models)
-    for router in (health.router, api_native.router, api_tfserving.router, api_v2.router):
-        app.include_router(router)
+    app.include_router(health.router)
+    for router in (api_native.router, api_tfserving.router, api_v2.router):
+        app.include_router(router, responses=ERROR_RESPONSES)
     return app
 
 

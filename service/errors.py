@@ -7,10 +7,12 @@ client of any API gets a JSON body naming the problem.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,21 @@ class InferenceTimeout(ServiceError):
 
 class InferenceFailed(ServiceError):
     status_code = 500
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "model": ErrorBody,
+        "description": "Invalid request: bad input (400, 422), missing API key (401), unknown model, version or "
+        "layer (404), too large (413), unsupported media type (415)",
+    },
+    503: {"model": ErrorBody, "description": "Model not ready, or overloaded (retry after `Retry-After` seconds)"},
+    504: {"model": ErrorBody, "description": "Inference timed out"},
+}
 
 
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

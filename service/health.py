@@ -41,7 +41,12 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": is_ready, "models": states}, status_code=200 if is_ready else 503)
 
 
-@router.get("/v2/health/ready", summary="Readiness (v2)", tags=["open-inference-protocol-v2"])
+@router.get(
+    "/v2/health/ready",
+    summary="Readiness (v2)",
+    tags=["open-inference-protocol-v2"],
+    responses={503: {"description": "Not ready"}},
+)
 async def ready_v2(request: Request) -> JSONResponse:
     is_ready, _ = readiness(request)
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)

@@ -43,7 +43,9 @@ class Inference:
         def parse() -> Any:
             try:
                 return json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # ValueError covers JSONDecodeError, UnicodeDecodeError and integers over 4300 digits;
+            # RecursionError, arrays or objects nested too deep.
+            except (ValueError, RecursionError) as exc:
                 raise InvalidInput(f"malformed JSON: {exc}") from None
 
         if not body:

@@ -80,7 +80,10 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         span = array.max() - array.min()
         scaled = (array - array.min()) / span * 255 if span else np.zeros_like(array)
         return Image.fromarray(scaled.astype(np.uint8), mode="L")
-    return image.convert("L")
+    try:
+        return image.convert("L")
+    except ValueError as exc:  # modes Pillow cannot convert, e.g. LAB
+        raise InvalidInput(f"unsupported image mode {image.mode} ({exc})") from None
 
 
 def has_light_background(gray: Image.Image) -> bool:
@@ -161,9 +164,9 @@ def validate_tensor(
 def tensor_from_json(data: object, dtype: str | None = None) -> np.ndarray:
     """Nested JSON lists → numpy, refusing ragged or non-numeric data with a 400."""
     try:
-        array = np.asarray(data, dtype=dtype)
+        array = np.asarray(data)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"tensor is not a rectangular array of numbers ({exc})") from None
-    if array.dtype == object or array.dtype.kind not in "uifb":
+    if array.dtype == object or array.dtype.kind not in "uif":  # no booleans, no strings
         raise InvalidInput("tensor must contain only numbers")
-    return array
+    return array.astype(dtype) if dtype is not None else array

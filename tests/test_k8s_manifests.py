@@ -111,8 +111,14 @@ def test_probes_and_graceful_shutdown(kustomization: str):
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         if probe in c:
             assert c[probe]["httpGet"]["port"] in ("http", 8000)
-    # uvicorn drains for up to 20 s after SIGTERM; the kubelet must wait longer than that.
-    assert pod["terminationGracePeriodSeconds"] > 20
+    # After SIGTERM (which follows preStop) uvicorn drains for up to CNN_SHUTDOWN_TIMEOUT_S; the kubelet
+    # must wait longer than both together before it sends SIGKILL.
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace > 20
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pause = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
+    shutdown = float(one(docs, "ConfigMap")["data"]["CNN_SHUTDOWN_TIMEOUT_S"])
+    assert grace > pause + shutdown, f"grace {grace} s <= preStop {pause} s + shutdown {shutdown} s"
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)

@@ -1,0 +1,1 @@
+"""Reliability suite: API fuzzing, a bad-input corpus, overload, shutdown, broken models and a soak."""
