@@ -184,7 +184,7 @@ async def predict(
     top: Annotated[int | None, Query(alias="top_k", ge=1, description="How many classes to rank.")] = None,
     polarity: Annotated[Polarity, Query(description="auto: invert light backgrounds.")] = Polarity.auto,
 ) -> PredictResponse:
-    model = inference.repository.get(name, version)
+    model = inference.admit(name, version)
     images = await _read_images(request, inference, model, polarity, single=False)
     probabilities = await inference.classify(model, images, api="native")
     k = min(top or inference.settings.default_top_k, len(model.class_names))

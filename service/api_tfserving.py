@@ -176,7 +176,7 @@ _PREDICT_DOC = {
 async def tf_predict(
     name: str, request: Request, inference: Annotated[Inference, Depends(get_inference)], version: str | None = None
 ) -> Response:
-    model = inference.repository.get(name, version)
+    model = inference.admit(name, version)
     payload = await inference.parse_json(await request.body())
     signature = (payload.get("signature_name") if isinstance(payload, dict) else None) or SERVING_SIGNATURE
     if signature not in (SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE):

@@ -261,7 +261,7 @@ _INFER_DOC = {
 async def infer(
     name: str, request: Request, inference: Annotated[Inference, Depends(get_inference)], version: str | None = None
 ) -> Response:
-    model = inference.repository.get(name, version)
+    model = inference.admit(name, version)
     header, binary = _split_body(await request.body(), request.headers.get(HEADER_LENGTH))
     payload = await inference.parse_json(header)
     try:

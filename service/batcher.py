@@ -100,6 +100,12 @@ class Batcher:
         self._queue.clear()
 
     # -- request side ------------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Refuse early (before the body is read and decoded) when the queue is already full."""
+        if self._queued_images >= self.max_queue_images:
+            self._metrics.rejected.labels(self.label, "queue_full").inc()
+            raise Overloaded(f"model {self.label} is overloaded ({self._queued_images} images queued); retry shortly")
+
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """Queue a validated batch of images and wait for its rows of the model's output."""
         if self._closing or not self.alive:

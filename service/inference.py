@@ -68,6 +68,12 @@ class Inference:
     def check_tensor(self, model: ModelVersion, array: np.ndarray) -> np.ndarray:
         return validate_tensor(array, model.input_shape, max_images=self.settings.max_images_per_request)
 
+    def admit(self, name: str, version: int | str | None) -> ModelVersion:
+        """The ready model version for a classification request, refused with 503 if its queue is full."""
+        model = self.repository.get(name, version)
+        model.batcher.admit()
+        return model
+
     # -- inference -----------------------------------------------------------------------------------
     async def classify(self, model: ModelVersion, images: np.ndarray, api: str) -> np.ndarray:
         """Class probabilities ``(n, classes)`` through the model's batcher."""
