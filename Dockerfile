@@ -39,16 +39,15 @@ COPY service ./service
 RUN pip install --no-cache-dir --no-deps .
 
 # ---------------------------------------------------------------------------------------------
-# Runtime: non-root user, the bundled model repository, uvicorn as the entrypoint.
+# Runtime: non-root user, the bundled model repository, `python -m service` as the entrypoint.
 FROM base AS runtime
-RUN groupadd --system --gid 10001 app \
- && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app
+RUN groupadd --gid 10001 app \
+ && useradd --uid 10001 --gid app --no-log-init --create-home --home-dir /home/app --shell /usr/sbin/nologin app
 WORKDIR /app
 # Models are read from here unless CNN_MODEL_REPOSITORY points elsewhere (e.g. a mounted volume).
 ENV CNN_MODEL_REPOSITORY=/app/model_repository \
     CNN_HOST=0.0.0.0 \
-    CNN_PORT=8000 \
-    WEB_CONCURRENCY=1
+    CNN_PORT=8000
 COPY docker/entrypoint.sh /usr/local/bin/cnn-serving
 COPY docker/healthcheck.py /usr/local/bin/cnn-serving-healthcheck
 EXPOSE 8000
@@ -64,9 +63,9 @@ COPY --from=build-cpu /opt/venv /opt/venv
 COPY model_repository /app/model_repository
 
 FROM runtime AS gpu
-# Read by the NVIDIA container runtime; the CUDA libraries themselves come as pip wheels.
-ENV NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# The CUDA libraries come as pip wheels; the NVIDIA container runtime adds the driver. Which GPUs
+# are visible is left to `--gpus` or the Kubernetes device plugin (no NVIDIA_VISIBLE_DEVICES=all).
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 COPY --from=build-gpu /opt/venv /opt/venv
 COPY model_repository /app/model_repository
 

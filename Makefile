@@ -13,7 +13,7 @@ PORT ?= 8000
 ARCH ?= fashion_cnn
 EPOCHS ?= 20
 
-.PHONY: install serve test lint format train train-lenet5 bench reliability docker-test clean
+.PHONY: install serve test lint format train bench reliability docker-test clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ format: install
 train: install
 	$(call apt_install,$(TEST_APT))
 	$(BIN)/python -m models.train --arch $(ARCH) --epochs $(EPOCHS)
+
+## build the CPU image, run it, check a real prediction, feature maps and the summary, remove it
+docker-test:
+	bash docker/smoke-test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .checkpoints

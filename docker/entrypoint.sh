@@ -1,13 +1,9 @@
 #!/bin/sh
-# Starts the API server. `exec` replaces this shell, so uvicorn runs as PID 1 and receives
-# SIGTERM directly: it stops accepting connections and lets in-flight requests finish for up to
-# UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN seconds (keep it below the orchestrator's kill timeout,
-# e.g. Kubernetes' terminationGracePeriodSeconds, and above the service's queue timeout).
-# Extra arguments are passed on to uvicorn.
+# Starts the API server (`python -m service`: uvicorn with uvloop and httptools, one process; scale
+# with replicas). `exec` replaces this shell, so the server runs as PID 1 and receives SIGTERM
+# directly: it stops accepting connections, lets in-flight requests finish for up to
+# CNN_SHUTDOWN_TIMEOUT_S seconds (keep it below the orchestrator's kill timeout, e.g. Kubernetes'
+# terminationGracePeriodSeconds, and above the queue timeout), drains the batchers and exits 0.
+# Host, port and log level come from CNN_HOST, CNN_PORT and CNN_LOG_LEVEL.
 set -eu
-exec uvicorn service.app:app \
-    --host "${CNN_HOST:-0.0.0.0}" \
-    --port "${CNN_PORT:-8000}" \
-    --workers "${WEB_CONCURRENCY:-1}" \
-    --timeout-graceful-shutdown "${UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN:-20}" \
-    "$@"
+exec python -m service "$@"

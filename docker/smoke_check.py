@@ -1,0 +1,142 @@
+"""Functional checks against a running service, with real Fashion-MNIST test images.
+
+    python docker/smoke_check.py --url http://127.0.0.1:8000
+
+Needs numpy, Pillow and httpx (the project's dev environment). Exits non-zero on the first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+DATASET = Path("/usr/share/datasets/fashion-mnist")
+# Test-set image 0 is an ankle boot (class 9), which any trained model gets right.
+KNOWN_GOOD = 0
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def load_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format): magic, dimension sizes, then uint8 data."""
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run(base: str, model: str, dataset: Path, count: int, api_key: str | None) -> None:
+    images = load_idx(dataset / "t10k-images-idx3-ubyte.gz")[:count]
+    labels = load_idx(dataset / "t10k-labels-idx1-ubyte.gz")[:count]
+    headers = {"X-API-Key": api_key} if api_key else {}
+    api = f"{base}/api/v1/models/{model}"
+
+    with httpx.Client(timeout=30, headers=headers) as client:
+        for path in ("/health/live", "/health/ready"):
+            response = client.get(base + path)
+            check(response.status_code == 200, f"GET {path} -> {response.status_code} {response.text[:200]}")
+        print("ok   health: live and ready")
+
+        # One request with several images: one prediction per image, in order.
+        files = [("files", (f"{i}.png", png(img), "image/png")) for i, img in enumerate(images)]
+        response = client.post(f"{api}/predict", files=files)
+        check(response.status_code == 200, f"predict -> {response.status_code} {response.text[:300]}")
+        body = response.json()
+        check(body.get("model_name") == model, f"model_name is {body.get('model_name')!r}")
+        predictions = body["predictions"]
+        check(len(predictions) == count, f"{len(predictions)} predictions for {count} images")
+        top1 = []
+        for i, prediction in enumerate(predictions):
+            ranked = prediction["top_k"]
+            probabilities = [entry["probability"] for entry in ranked]
+            check(probabilities == sorted(probabilities, reverse=True), f"image {i}: top_k is not sorted")
+            check(abs(sum(prediction["probabilities"]) - 1) < 1e-3, f"image {i}: probabilities do not sum to 1")
+            top1.append(ranked[0])
+        best = top1[KNOWN_GOOD]
+        check(
+            best["class_id"] == int(labels[KNOWN_GOOD]),
+            f"test image {KNOWN_GOOD}: predicted {best['class_id']} ({best['label']}), true {labels[KNOWN_GOOD]}",
+        )
+        correct = sum(entry["class_id"] == int(label) for entry, label in zip(top1, labels, strict=True))
+        check(correct >= count - 2, f"only {correct}/{count} test images classified correctly")
+        print(
+            f"ok   predict: {model} v{body.get('model_version')}; test image {KNOWN_GOOD} -> "
+            f"{best['label']!r} (class {best['class_id']}, p={best['probability']:.3f}), true class "
+            f"{labels[KNOWN_GOOD]}; {correct}/{count} correct in one batch"
+        )
+
+        # The same image alone gives the same answer as inside the batch.
+        single = png(images[KNOWN_GOOD])
+        response = client.post(f"{api}/predict", files=[("files", ("single.png", single, "image/png"))])
+        check(response.status_code == 200, f"single predict -> {response.status_code}")
+        alone = response.json()["predictions"][0]["probabilities"]
+        check(
+            np.allclose(alone, predictions[KNOWN_GOOD]["probabilities"], atol=1e-4),
+            "single-image probabilities differ from the batched ones",
+        )
+        print("ok   predict: single image matches its batched result")
+
+        response = client.post(f"{api}/predict", files=[("files", ("bad.png", b"not an image", "image/png"))])
+        check(400 <= response.status_code < 500, f"undecodable image -> {response.status_code}, expected 4xx")
+        print(f"ok   predict: undecodable image rejected with {response.status_code}")
+
+        response = client.post(
+            f"{api}/feature-maps",
+            params={"layer": "conv1", "format": "png"},
+            files={"file": ("0.png", single, "image/png")},
+        )
+        check(response.status_code == 200, f"feature-maps -> {response.status_code} {response.text[:300]}")
+        content_type = response.headers.get("content-type", "")
+        check(content_type.startswith("image/png"), f"feature-maps content-type {content_type!r}")
+        grid = Image.open(io.BytesIO(response.content))
+        grid.load()
+        check(grid.width > 0 and grid.height > 0, "feature-map PNG is empty")
+        print(f"ok   feature-maps: conv1 as PNG, {grid.width}x{grid.height}, {len(response.content)} bytes")
+
+        response = client.get(f"{api}/summary")
+        check(response.status_code == 200, f"summary -> {response.status_code} {response.text[:300]}")
+        layers = response.json().get("layers")
+        check(isinstance(layers, list) and layers, "summary has no `layers` list")
+        names = [layer.get("name") for layer in layers if isinstance(layer, dict)]
+        check("conv1" in names, f"summary layers {names} lack conv1")
+        print(f"ok   summary: {len(layers)} layers ({', '.join(map(str, names))})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="service base URL")
+    parser.add_argument("--model", default="fashion_cnn")
+    parser.add_argument("--dataset", type=Path, default=DATASET, help="folder with the t10k-*.gz files")
+    parser.add_argument("--count", type=int, default=8, help="test images to send in one request")
+    parser.add_argument("--api-key", default=None)
+    args = parser.parse_args()
+    try:
+        run(args.url.rstrip("/"), args.model, args.dataset, args.count, args.api_key)
+    except (CheckFailed, httpx.HTTPError, KeyError, ValueError) as exc:
+        print(f"FAIL {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
