@@ -222,7 +222,7 @@ def test_feature_maps_match_summary_shapes(client, sample):
 def test_polarity_of_product_photos(client, sample):
     """A dark object on a white background (a product photo), larger and in colour, is inverted back."""
     images, labels = sample[0][:20], sample[1][:20]
-    files, kept_files = [], []
+    files = []
     for image in images:
         photo = Image.fromarray(255 - image).resize((112, 112), Image.Resampling.BICUBIC).convert("RGB")
         buffer = io.BytesIO()
