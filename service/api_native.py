@@ -15,6 +15,7 @@ from service.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.inference import Inference, top_k
 from service.preprocess import Polarity, decode_base64, tensor_from_json
 from service.repository import ModelRepository, ModelVersion
+from service.routing import versioned_route
 from service.schemas import (
     ClassScore,
     FeatureMapsJSONRequest,
@@ -51,19 +52,6 @@ def _body_doc(json_model: type, multipart_field: str, many: bool) -> dict:
             },
         }
     }
-
-
-def _routes(path: str, method: str, **kwargs):
-    """Register one handler for the default version and for ``/versions/{version}``."""
-
-    def register(handler):
-        versioned = path.replace("/models/{name}", "/models/{name}/versions/{version}", 1)
-        decorate = getattr(router, method)
-        decorate(versioned, **kwargs)(handler)
-        decorate(path, **kwargs)(handler)
-        return handler
-
-    return register
 
 
 async def _uploaded_files(request: Request, inference: Inference) -> list[bytes]:
@@ -133,7 +121,9 @@ async def list_models(repository: Annotated[ModelRepository, Depends(get_reposit
     )
 
 
-@_routes("/models/{name}", "get", response_model=ModelDetail, summary="Model card: architecture, input, classes")
+@versioned_route(
+    router, "get", "/models/{name}", response_model=ModelDetail, summary="Model card: architecture, input, classes"
+)
 async def model_detail(
     name: str, repository: Annotated[ModelRepository, Depends(get_repository)], version: int | None = None
 ) -> ModelDetail:
@@ -156,7 +146,9 @@ async def model_detail(
     )
 
 
-@_routes("/models/{name}/summary", "get", response_model=ModelSummary, summary="Per-layer architecture summary")
+@versioned_route(
+    router, "get", "/models/{name}/summary", response_model=ModelSummary, summary="Per-layer architecture summary"
+)
 async def model_summary(
     name: str, repository: Annotated[ModelRepository, Depends(get_repository)], version: int | None = None
 ) -> ModelSummary:
@@ -167,9 +159,10 @@ async def model_summary(
 
 
 # -- predict ----------------------------------------------------------------------------------------
-@_routes(
-    "/models/{name}/predict",
+@versioned_route(
+    router,
     "post",
+    "/models/{name}/predict",
     response_model=PredictResponse,
     summary="Classify one or many images",
     description="Body: multipart/form-data with one or more files in field `files`; or a raw image body; or "
@@ -207,9 +200,10 @@ async def predict(
 
 
 # -- feature maps -----------------------------------------------------------------------------------
-@_routes(
-    "/models/{name}/feature-maps",
+@versioned_route(
+    router,
     "post",
+    "/models/{name}/feature-maps",
     response_model=FeatureMapsResponse,
     summary="Activations of a layer (or all layers) for one image",
     description="`format=json` (default) returns arrays; `format=png` (or `Accept: image/png`) returns a grid "

@@ -23,6 +23,7 @@ from service.errors import InvalidInput
 from service.inference import Inference
 from service.preprocess import Polarity, tensor_from_json
 from service.repository import ModelRepository, ModelVersion
+from service.routing import versioned_route
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)])
 
@@ -85,27 +86,12 @@ def _json(content: Any, status_code: int = 200) -> Response:
     return Response(json.dumps(content, separators=(",", ":")), status_code=status_code, media_type="application/json")
 
 
-def _versioned(path: str):
-    """Register a handler for ``/models/{name}...`` and ``/models/{name}/versions/{version}...``."""
-
-    def register(method: str, **kwargs):
-        def decorate(handler):
-            versioned = path.replace("/models/{name}", "/models/{name}/versions/{version}", 1)
-            getattr(router, method)(versioned, **kwargs)(handler)
-            getattr(router, method)(path, **kwargs)(handler)
-            return handler
-
-        return decorate
-
-    return register
-
-
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"])
 
 
-@_versioned("/models/{name}")("get", response_model=ModelMetadata, summary="Model metadata")
+@versioned_route(router, "get", "/models/{name}", response_model=ModelMetadata, summary="Model metadata")
 async def model_metadata(
     name: str, repository: Annotated[ModelRepository, Depends(get_repository)], version: str | None = None
 ) -> ModelMetadata:
@@ -119,8 +105,13 @@ async def model_metadata(
     )
 
 
-@_versioned("/models/{name}/ready")(
-    "get", response_model=ModelReady, summary="Model readiness", responses={503: {"model": ModelReady}}
+@versioned_route(
+    router,
+    "get",
+    "/models/{name}/ready",
+    response_model=ModelReady,
+    summary="Model readiness",
+    responses={503: {"model": ModelReady}},
 )
 async def model_ready(
     name: str, repository: Annotated[ModelRepository, Depends(get_repository)], version: str | None = None
@@ -257,7 +248,7 @@ _INFER_DOC = {
 }
 
 
-@_versioned("/models/{name}/infer")("post", summary="Inference (v2)", openapi_extra=_INFER_DOC)
+@versioned_route(router, "post", "/models/{name}/infer", summary="Inference (v2)", openapi_extra=_INFER_DOC)
 async def infer(
     name: str, request: Request, inference: Annotated[Inference, Depends(get_inference)], version: str | None = None
 ) -> Response:
