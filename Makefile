@@ -58,6 +58,12 @@ train: install
 	$(call apt_install,$(TEST_APT))
 	$(BIN)/python -m models.train --arch $(ARCH) --epochs $(EPOCHS)
 
+## throughput/latency: in-process limit vs this service vs a naive server vs LitServe (writes bench/results/)
+bench: install
+	$(call apt_install,$(TEST_APT) $(BENCH_APT))
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,bench]'
+	$(BIN)/python -m bench.run
+
 ## build the CPU image, run it, check a real prediction, feature maps and the summary, remove it
 docker-test:
 	bash docker/smoke-test.sh

@@ -8,10 +8,10 @@ files, then preprocessed like uploads), ``signature_name`` ``serving_default`` o
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +41,7 @@ class TFServingPredictRequest(BaseModel):
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
-    return Response(json.dumps(content, separators=(",", ":")), status_code=status_code, media_type="application/json")
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 def _status(model: ModelVersion) -> dict[str, Any]:

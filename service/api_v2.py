@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import struct
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -83,7 +83,7 @@ class ModelReady(BaseModel):
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
-    return Response(json.dumps(content, separators=(",", ":")), status_code=status_code, media_type="application/json")
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
@@ -277,7 +277,7 @@ async def infer(
         return _json(response)
     payload_bytes = probabilities.tobytes()
     output["parameters"] = {"binary_data_size": len(payload_bytes)}
-    header_bytes = json.dumps(response, separators=(",", ":")).encode()
+    header_bytes = orjson.dumps(response)
     return Response(
         header_bytes + payload_bytes,
         media_type="application/octet-stream",

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Collection
@@ -78,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     request_timeout_s=settings.request_timeout_s,
                 )  # fmt: skip
                 model.batcher.start()
+        # Loading TensorFlow and the models left ~300k long-lived objects: keep the cyclic garbage
+        # collector from rescanning them on every full collection under request load.
+        gc.collect()
+        gc.freeze()
         app.state.inference = Inference(repository, settings, metrics, executor)
         app.state.started = True
         ready = [m.label for m in repository.all_versions() if m.ready]

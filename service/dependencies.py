@@ -12,19 +12,19 @@ from service.repository import ModelRepository
 from service.settings import Settings
 
 
-def get_inference(request: Request) -> Inference:
+async def get_inference(request: Request) -> Inference:
     return request.app.state.inference
 
 
-def get_repository(request: Request) -> ModelRepository:
+async def get_repository(request: Request) -> ModelRepository:
     return request.app.state.inference.repository
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """When ``CNN_API_KEY`` is set, accept ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
     expected = request.app.state.settings.api_key
     if not expected:

@@ -8,11 +8,11 @@ Dialects decode their wire format into a validated ``(n, h, w, c)`` float32 arra
 from __future__ import annotations
 
 import asyncio
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import InvalidInput
 from service.metrics import Metrics
@@ -42,11 +42,12 @@ class Inference:
     async def parse_json(self, body: bytes) -> Any:
         def parse() -> Any:
             try:
-                return json.loads(body)
-            # ValueError covers JSONDecodeError, UnicodeDecodeError and integers over 4300 digits;
-            # RecursionError, arrays or objects nested too deep.
+                return orjson.loads(body)
+            # orjson.JSONDecodeError (a ValueError) covers bad syntax, bad UTF-8, deep nesting and
+            # integers beyond 64 bits; RecursionError is kept for safety.
             except (ValueError, RecursionError) as exc:
-                raise InvalidInput(f"malformed JSON: {exc}") from None
+                hint = " (NaN and Infinity are not JSON numbers)" if b"NaN" in body or b"Infinity" in body else ""
+                raise InvalidInput(f"malformed JSON{hint}: {exc}") from None
 
         if not body:
             raise InvalidInput("empty request body; expected JSON")
