@@ -1,0 +1,113 @@
+"""Request bodies built from real Fashion-MNIST test images, written to files for wrk's Lua script.
+
+Each scenario is a directory of ``body-<i>`` files, each with a ``body-<i>.headers`` file of
+``Name: value`` lines; ``bench/lua/post.lua`` sends them round-robin.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.data import read_idx, resolve_data_dir
+
+TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
+MULTIPART_BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A directory of request bodies for one scenario, and how many images each body carries."""
+
+    name: str
+    directory: Path
+    bodies: int
+    images_per_request: int
+
+
+def load_test_images(count: int, data_dir: Path | None = None) -> np.ndarray:
+    """The first ``count`` Fashion-MNIST test images as uint8 ``(count, 28, 28)``."""
+    images = read_idx(resolve_data_dir(data_dir) / TEST_IMAGES)
+    return np.ascontiguousarray(images[:count])
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(n, 28, 28)`` → float32 ``(n, 28, 28, 1)`` in [0, 1], the SavedModel's input."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def tfserving_json(image: np.ndarray) -> bytes:
+    """``{"instances": [28×28×1 floats]}`` as a typical client writes it (``tolist()`` of float32)."""
+    return json.dumps({"instances": to_float(image[np.newaxis]).tolist()}).encode()
+
+
+def png_multipart(image: np.ndarray) -> bytes:
+    """One grayscale PNG as the multipart form field ``files``."""
+    png = io.BytesIO()
+    Image.fromarray(image, mode="L").save(png, format="PNG")
+    return b"".join(
+        [
+            f"--{MULTIPART_BOUNDARY}\r\n".encode(),
+            b'Content-Disposition: form-data; name="files"; filename="image.png"\r\n',
+            b"Content-Type: image/png\r\n\r\n",
+            png.getvalue(),
+            f"\r\n--{MULTIPART_BOUNDARY}--\r\n".encode(),
+        ]
+    )
+
+
+def v2_binary(images: np.ndarray) -> tuple[bytes, int]:
+    """An Open Inference Protocol v2 request with the batch as a binary FP32 tensor; binary output asked.
+
+    Returns the body and the length of its JSON header (``Inference-Header-Content-Length``).
+    """
+    tensor = np.ascontiguousarray(to_float(images), dtype="<f4").tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": "images",
+                "shape": [len(images), 28, 28, 1],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(tensor)},
+            }
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    return header_bytes + tensor, len(header_bytes)
+
+
+def _write(directory: Path, bodies: list[tuple[bytes, dict[str, str]]]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, (body, headers) in enumerate(bodies):
+        (directory / f"body-{index}").write_bytes(body)
+        (directory / f"body-{index}.headers").write_text("".join(f"{k}: {v}\n" for k, v in headers.items()))
+
+
+def build_payloads(root: Path, *, bodies: int = 16, batch: int = 64, batch_bodies: int = 4) -> dict[str, Payload]:
+    """Write the three scenarios' bodies under ``root``; returns them by name (tfserving, png, v2_batch).
+
+    Also saves the single images as ``root/images.npy`` (uint8) so servers' answers can be checked.
+    """
+    images = load_test_images(max(bodies, batch * batch_bodies))
+    np.save(root / "images.npy", images[:bodies])
+    json_headers = {"Content-Type": "application/json"}
+    _write(root / "tfserving", [(tfserving_json(image), json_headers) for image in images[:bodies]])
+    multipart = {"Content-Type": f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"}
+    _write(root / "png", [(png_multipart(image), multipart) for image in images[:bodies]])
+    batches = []
+    for index in range(batch_bodies):
+        body, header_length = v2_binary(images[index * batch : (index + 1) * batch])
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
+        batches.append((body, headers))
+    _write(root / "v2_batch", batches)
+    return {
+        "tfserving": Payload("tfserving", root / "tfserving", bodies, 1),
+        "png": Payload("png", root / "png", bodies, 1),
+        "v2_batch": Payload("v2_batch", root / "v2_batch", batch_bodies, batch),
+    }

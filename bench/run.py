@@ -1,0 +1,490 @@
+"""Benchmark orchestrator: ``python -m bench.run``.
+
+Measures, in one run on 127.0.0.1: the in-process limit of the SavedModel, then the served model
+(``service.app`` under uvicorn, its defaults), a naive FastAPI server and LitServe, each driven by wrk;
+then writes ``bench/results/{RESULTS.md,results.json,throughput.png}`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.payloads import Payload, build_payloads
+from bench.profile import Profiler
+from bench.servers import Server, ServerSpec, http_request, memory_kib, process_tree, start_server
+from bench.wrk import WrkResult, run_wrk, wrk_binary
+
+logger = logging.getLogger("bench")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+GB = 1e9
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    payload: str
+    path: str
+    connections: tuple[int, ...]
+    servers: tuple[str, ...]
+
+
+# -- environment -------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_busy_s() -> float:
+    """CPU seconds spent busy by the whole machine since boot (all cores; idle and iowait excluded)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("tensorflow-cpu", "tensorflow", "numpy", "fastapi", "starlette", "uvicorn", "pydantic",
+                    "litserve", "uvloop", "httptools", "pillow", "py-spy"):  # fmt: skip
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def uvicorn_auto_choice(extra_args: list[str]) -> str:
+    """What uvicorn's ``auto`` loop and HTTP implementation resolve to here (or the explicit flags)."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    for arg in extra_args:
+        if arg.startswith("--loop="):
+            loop = arg.split("=", 1)[1]
+        if arg.startswith("--http="):
+            http = arg.split("=", 1)[1]
+    return f"loop={loop}, http={http}"
+
+
+def resolve_model(repository: Path, name: str, version: int | None) -> Path:
+    model_dir = repository / name
+    if version is None:
+        versions_found = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
+        if not versions_found:
+            raise SystemExit(f"no versions of {name} in {repository}; train and export it first")
+        version = versions_found[-1]
+    path = model_dir / str(version)
+    if not (path / "saved_model.pb").exists():
+        raise SystemExit(f"{path} is not a SavedModel")
+    return path
+
+
+def model_summary(model_dir: Path) -> str:
+    try:
+        card = json.loads((model_dir / "model_card.json").read_text())
+    except (OSError, ValueError):
+        return "no model card"
+    accuracy = card.get("metrics", {}).get("test_accuracy")
+    text = f"architecture {card.get('architecture', '?')}"
+    return text + (f", test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "")
+
+
+# -- measurements ------------------------------------------------------------------------------------
+class RssSampler:
+    """Samples the server process tree's total RSS every ``interval`` seconds in a thread."""
+
+    def __init__(self, server: Server, interval: float = 0.1) -> None:
+        self.server, self.interval, self.peak_kib = server, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, self.server.tree_rss_kib())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.raw = args.output / "raw"
+        self.raw.mkdir(parents=True, exist_ok=True)
+        self.model_dir = resolve_model(args.repository, args.model, args.version)
+        self.measurements: list[dict[str, Any]] = []
+        self.checks: dict[str, str] = {}
+        self.notes: list[str] = []
+        concurrency = tuple(args.concurrency)
+        self.scenarios = [
+            Scenario(
+                "a", "tfserving", f"/v1/models/{args.model}:predict", concurrency, ("served", "naive", "litserve")
+            ),
+            Scenario("b", "png", f"/api/v1/models/{args.model}/predict", (64,), ("served",)),
+            Scenario("c", "v2_batch", f"/v2/models/{args.model}/infer", (8,), ("served",)),
+        ]
+
+    # -- servers ---------------------------------------------------------------------------------------
+    def specs(self) -> dict[str, ServerSpec]:
+        python = sys.executable
+        uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
+        litserve = [python, "-m", "bench.litserve_server", "--model", str(self.model_dir), "--port", "{port}",
+                    "--route", f"/v1/models/{self.args.model}:predict"]  # fmt: skip
+        service_env = {"CNN_MODEL_REPOSITORY": str(self.args.repository), **dict(self.args.service_env)}
+        return {
+            "served": ServerSpec(
+                "served",
+                [*uvicorn, "--timeout-graceful-shutdown", "20", *self.args.uvicorn_arg, "service.app:app"],
+                "/health/ready",
+                env=service_env,
+            ),
+            "naive": ServerSpec(
+                "naive", [*uvicorn, "bench.naive_server:app"], "/health", env={"BENCH_MODEL_DIR": str(self.model_dir)}
+            ),
+            "litserve": ServerSpec("litserve", litserve, "/health"),
+        }
+
+    @contextmanager
+    def serving(self, spec: ServerSpec) -> Iterator[Server]:
+        server = start_server(spec, self.raw, ROOT)
+        try:
+            yield server
+        finally:
+            server.stop()
+            logger.info("%s stopped", spec.name)
+
+    # -- one measurement -------------------------------------------------------------------------------
+    def measure(self, server: Server, scenario: Scenario, payload: Payload, connections: int) -> dict[str, Any]:
+        url = server.url(scenario.path)
+        common = {"connections": connections, "threads": self.args.wrk_threads}
+        warmup_errors = 0
+        if self.args.warmup:
+            warmup_errors = run_wrk(url, payload, duration_s=self.args.warmup, **common).error_count
+        batches_before = batch_stats(server)
+        cpu_before, busy_before = server.tree_cpu_seconds(), machine_busy_s()
+        with RssSampler(server) as rss:
+            result = run_wrk(url, payload, duration_s=self.args.duration, **common)
+        server_cpu = server.tree_cpu_seconds() - cpu_before
+        busy = machine_busy_s() - busy_before
+        batches_after = batch_stats(server)
+        if batches_before and batches_after and batches_after[1] > batches_before[1]:
+            images_run, calls = (after - before for after, before in zip(batches_after, batches_before, strict=True))
+            result.extra["mean_batch_size"] = images_run / calls
+        images = max(result.requests * result.images_per_request, 1)
+        result.extra.update(
+            server_cpu_s=server_cpu,
+            server_cpu_ms_per_image=server_cpu * 1000 / images,
+            server_cores=server_cpu / result.duration_s,
+            wrk_cores=result.wrk_cpu_s / result.duration_s,
+            foreign_cores=max(busy - server_cpu - result.wrk_cpu_s, 0.0) / result.duration_s,
+            rss_peak_mib=rss.peak_kib / 1024,
+            warmup_errors=warmup_errors,
+        )
+        record = {"server": server.spec.name, "scenario": scenario.name, "payload": payload.name, **result.to_dict()}
+        record["error_count"] = result.error_count + warmup_errors + int(result.requests == 0)
+        self.measurements.append(record)
+        lat = result.latency_ms
+        logger.info(
+            "%-8s %s c=%-3d %8.1f img/s  p50 %7.2f  p95 %7.2f  p99 %7.2f ms  errors %d  (wrk %.0f%% of a core)",
+            server.spec.name, scenario.name, connections, result.images_per_s, lat["p50"], lat["p95"], lat["p99"],
+            record["error_count"], 100 * result.extra["wrk_cores"],
+        )  # fmt: skip
+        if record["error_count"]:
+            logger.error("%s scenario %s c=%d: errors %s, warm-up errors %d, %d requests completed", server.spec.name,
+                         scenario.name, connections, result.errors, warmup_errors, result.requests)  # fmt: skip
+        return record
+
+    def check_answers(self, server: Server, payloads: dict[str, Payload], expected: list[int]) -> None:
+        """One request per scenario; the predicted class must match the in-process call."""
+        for scenario in self.scenarios:
+            if server.spec.name not in scenario.servers:
+                continue
+            payload = payloads[scenario.payload]
+            body = (payload.directory / "body-0").read_bytes()
+            headers = dict(
+                line.split(": ", 1) for line in (payload.directory / "body-0.headers").read_text().splitlines()
+            )
+            status, answer = http_request(server.port, "POST", scenario.path, body, headers)
+            verdict = "ok" if status == 200 else f"HTTP {status}: {answer[:200]!r}"
+            if status == 200 and payload.name == "tfserving":
+                probabilities = json.loads(answer)["predictions"][0]
+                predicted = max(range(len(probabilities)), key=probabilities.__getitem__)
+                verdict = "ok" if predicted == expected[0] else f"class {predicted}, in-process {expected[0]}"
+            elif status == 200 and payload.name == "png":
+                predicted = json.loads(answer)["predictions"][0]["class_id"]
+                verdict = "ok" if predicted == expected[0] else f"class {predicted}, in-process {expected[0]}"
+            self.checks[f"{server.spec.name}/{scenario.name}"] = verdict
+            if verdict != "ok":
+                logger.error("answer check %s/%s: %s", server.spec.name, scenario.name, verdict)
+
+    # -- the run -----------------------------------------------------------------------------------------
+    def limit(self, images: Path) -> dict[str, Any]:
+        logger.info("in-process limit of %s", self.model_dir)
+        argv = [sys.executable, "-m", "bench.inprocess", "--model", str(self.model_dir), "--images", str(images),
+                "--batch-sizes", self.args.batch_sizes, "--seconds", str(self.args.limit_seconds)]  # fmt: skip
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"in-process measurement failed: {done.stderr[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        for row in result["sweep"]:
+            logger.info("limit batch %4d: %8.1f img/s  %8.2f ms/call", row["batch_size"], row["images_per_s"],
+                        row["call_ms"])  # fmt: skip
+        return result
+
+    def run_server(self, name: str, spec: ServerSpec, payloads: dict[str, Payload], expected: list[int]) -> dict:
+        info: dict[str, Any] = {}
+        with self.serving(spec) as server:
+            info["ready_s"] = server.ready_s
+            self.check_answers(server, payloads, expected)
+            for scenario in self.scenarios:
+                if name not in scenario.servers:
+                    continue
+                for connections in scenario.connections:
+                    record = self.measure(server, scenario, payloads[scenario.payload], connections)
+                    if scenario.name == "a" and connections == max(scenario.connections):
+                        info["load_rss_mib"] = record["extra"]["rss_peak_mib"]
+            if name == "served":
+                info["peak_rss_mib"] = sum(memory_kib(pid).get("VmHWM", 0) for pid in process_tree(server.pid)) / 1024
+                if self.args.profile_seconds:
+                    info["profile"] = self.profile(server, payloads["tfserving"], self.scenarios[0])
+        return info
+
+    def profile(self, server: Server, payload: Payload, scenario: Scenario) -> dict[str, Any]:
+        """Per-request CPU under scenario a at the highest concurrency; py-spy samples a window inside the load."""
+        connections, seconds = max(scenario.connections), self.args.profile_seconds
+        logger.info("profiling %s: scenario %s, %d connections, %d s", server.spec.name, scenario.name,
+                    connections, seconds)  # fmt: skip
+        url, threads, results = server.url(scenario.path), self.args.wrk_threads, []
+
+        def load_run() -> None:
+            results.append(run_wrk(url, payload, connections=connections, duration_s=seconds + 3, threads=threads))
+
+        load = threading.Thread(target=load_run)
+        load.start()
+        time.sleep(1.5)  # connections open, steady state
+        profile = Profiler(server.pid, seconds, self.raw / "profile.txt").finish()
+        load.join()
+        if not results:
+            raise RuntimeError("the profiling load failed")
+        result: WrkResult = results[0]
+        return {
+            "connections": connections,
+            "window_s": profile.window_s,
+            "requests_per_s": result.requests_per_s,
+            "errors": result.error_count,
+            "samples": profile.samples,
+            "cpu_s": profile.cpu_s,
+            "event_loop_s": profile.event_loop_s,
+            "per_request_ms": profile.per_request_ms(result.requests_per_s),
+        }
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        model = self.model_dir
+        environment = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "cpu_model": cpu_model(),
+            "cores": os.cpu_count(),
+            "loadavg_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+            "model_dir": str(self.model_dir.relative_to(ROOT) if self.model_dir.is_relative_to(ROOT) else model),
+            "model_summary": model_summary(self.model_dir),
+            "wrk": subprocess.run([wrk_binary(), "-v"], capture_output=True, text=True).stdout.splitlines()[0].split(
+                " Copyright")[0],
+            "warmup_s": self.args.warmup,
+            "duration_s": self.args.duration,
+            "versions": versions(),
+            "uvicorn_loop_http": uvicorn_auto_choice(self.args.uvicorn_arg),
+            "service_settings": "defaults" + "".join(f", {k}={v}" for k, v in self.args.service_env)
+            + "".join(f", uvicorn {a}" for a in self.args.uvicorn_arg),
+        }  # fmt: skip
+        payloads = build_payloads(self.raw)
+        limit = self.limit(self.raw / "images.npy")
+        expected = limit["predicted_classes"]
+        specs = self.specs()
+        servers: dict[str, dict[str, Any]] = {}
+        for name in self.args.servers:
+            try:
+                servers[name] = self.run_server(name, specs[name], payloads, expected)
+            except Exception:
+                if name == "served":
+                    raise
+                logger.exception("%s failed; continuing without it", name)
+                self.notes.append(f"- {name} failed during the run; see bench/results/raw/{name}.log")
+            if name == "served":  # the machine's speed drifts: measure the limit again next to the served runs
+                limit = merge_limits(limit, self.limit(self.raw / "images.npy"))
+        served = servers.get("served", {})
+        results = {
+            "environment": environment,
+            "limit": limit,
+            "served": {k: v for k, v in served.items() if k != "profile"},
+            "profile": served.get("profile"),
+            "measurements": self.measurements,
+            "checks": self.checks,
+            "elapsed_s": time.monotonic() - started,
+        }
+        results["targets"] = targets(results)
+        results["notes"] = self.notes + foreign_load_notes(self.measurements)
+        logger.info("benchmark took %.0f s", results["elapsed_s"])
+        return results
+
+
+_BATCH_METRIC = re.compile(r'^cnn_batch_size_(sum|count)\{model="([^"]+)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def batch_stats(server: Server) -> tuple[float, float] | None:
+    """(images, model calls) so far, summed over models, from the served model's Prometheus metrics."""
+    if server.spec.name != "served":
+        return None
+    status, text = http_request(server.port, "GET", "/metrics")
+    if status != 200:
+        return None
+    totals = {"sum": 0.0, "count": 0.0}
+    for kind, _model, value in _BATCH_METRIC.findall(text.decode()):
+        totals[kind] += float(value)
+    return totals["sum"], totals["count"]
+
+
+def merge_limits(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The faster of two limit sweeps per batch size (both kept under ``runs``); batch-1 call time of the first."""
+    sweep = [
+        max(a, b, key=lambda row: row["images_per_s"]) for a, b in zip(first["sweep"], second["sweep"], strict=True)
+    ]
+    runs = [*first.get("runs", [first["sweep"]]), second["sweep"]]
+    return {**first, "sweep": sweep, "best": max(sweep, key=lambda row: row["images_per_s"]), "runs": runs}
+
+
+# -- targets ---------------------------------------------------------------------------------------------
+def _find(measurements: list[dict], server: str, scenario: str, connections: int) -> dict | None:
+    return next(
+        (m for m in measurements if (m["server"], m["scenario"], m["connections"]) == (server, scenario, connections)),
+        None,
+    )
+
+
+def _ratio(a: dict | None, b: dict | None) -> float | None:
+    if a is None or b is None or not b["images_per_s"]:
+        return None
+    return a["images_per_s"] / b["images_per_s"]
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    ms = results["measurements"]
+    top = max((m["connections"] for m in ms if m["scenario"] == "a"), default=64)
+    served_top = _find(ms, "served", "a", top)
+    c1 = _find(ms, "served", "a", 1)
+    batch = next((m for m in ms if m["server"] == "served" and m["scenario"] == "c"), None)
+    limit = results["limit"]
+    call_p50 = limit["batch1_call_ms"]["p50"]
+    served = results["served"]
+
+    def target(name: str, measured: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
+        return {"name": name, "measured": measured, "goal": goal, "met": ok if measured is not None else None}
+
+    vs_naive = _ratio(served_top, _find(ms, "naive", "a", top))
+    vs_lit = _ratio(served_top, _find(ms, "litserve", "a", top))
+    p50 = c1["latency_ms"]["p50"] if c1 else None
+    p50_ok = p50 is not None and p50 <= call_p50 + 1.5
+    vs_limit = batch["images_per_s"] / limit["best"]["images_per_s"] if batch else None
+    ready = served.get("ready_s")
+    rss = served.get("peak_rss_mib")
+    return [
+        target(f"a, c={top}: served / naive img/s", vs_naive, "≥ 5", vs_naive is not None and vs_naive >= 5),
+        target(f"a, c={top}: served / LitServe img/s", vs_lit, "≥ 3", vs_lit is not None and vs_lit >= 3),
+        target("c: served / in-process limit img/s", vs_limit, "≥ 0.85", vs_limit is not None and vs_limit >= 0.85),
+        target("a, c=1: served p50 ms", p50, f"≤ {call_p50 + 1.5:.2f} (batch-1 call {call_p50:.2f} + 1.5)", p50_ok),
+        target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
+        target("peak RSS MiB", rss, f"≤ {1.5 * GB / MIB:,.0f} (1.5 GB)", rss is not None and rss * MIB <= 1.5 * GB),
+    ]
+
+
+def foreign_load_notes(measurements: list[dict[str, Any]], threshold: float = 0.15) -> list[str]:
+    noisy = [m for m in measurements if m["extra"].get("foreign_cores", 0) > threshold]
+    if not noisy:
+        return []
+    worst = max(noisy, key=lambda m: m["extra"]["foreign_cores"])
+    return [
+        "",
+        f"Note: other processes used over {threshold:.2f} cores during {len(noisy)} measurement(s) "
+        f"(worst: {worst['server']} {worst['scenario']} c={worst['connections']}, "
+        f"{worst['extra']['foreign_cores']:.2f} cores); those numbers are pessimistic.",
+    ]
+
+
+# -- command line ------------------------------------------------------------------------------------------
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("CNN_"):
+        raise argparse.ArgumentTypeError(f"expected CNN_NAME=value, got {text!r}")
+    return key, value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--model", default="fashion_cnn")
+    parser.add_argument("--version", type=int, help="model version (default: the highest)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--duration", type=int, default=12, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="scenario a connections")
+    parser.add_argument("--servers", nargs="+", default=["served", "naive", "litserve"],
+                        choices=["served", "naive", "litserve"])  # fmt: skip
+    parser.add_argument("--batch-sizes", default="1,8,32,64,128,256", help="in-process limit sweep")
+    parser.add_argument("--limit-seconds", type=float, default=2.0, help="timed seconds per batch size")
+    parser.add_argument("--profile-seconds", type=int, default=10, help="profiled load window (0: no profile)")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--service-env", type=_key_value, action="append", default=[], metavar="CNN_NAME=VALUE",
+                        help="extra setting for the served model (repeatable)")  # fmt: skip
+    parser.add_argument("--uvicorn-arg", action="append", default=[], metavar="--FLAG=VALUE",
+                        help="extra uvicorn option for the served model, e.g. --uvicorn-arg=--http=h11")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s measurements, 1 s warm-ups")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.limit_seconds, args.profile_seconds = 2, 1, 0.3, 3
+    return args
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    results = Bench(args).run()
+    report.write_all(results, args.output)
+    print(report.console_summary(results))
+    print(f"\nwrote {args.output / 'RESULTS.md'}, results.json, throughput.png")
+
+
+if __name__ == "__main__":
+    main()
