@@ -32,12 +32,6 @@ COPY models ./models
 COPY service ./service
 RUN pip install --no-cache-dir --no-deps .
 
-FROM builder AS build-gpu
-RUN pip install --no-cache-dir -c constraints.txt '.[gpu]' && pip uninstall -y cnn-serving
-COPY models ./models
-COPY service ./service
-RUN pip install --no-cache-dir --no-deps .
-
 # ---------------------------------------------------------------------------------------------
 # Runtime: non-root user, the bundled model repository, `python -m service` as the entrypoint.
 FROM base AS runtime
@@ -61,6 +55,13 @@ ENTRYPOINT ["/usr/local/bin/cnn-serving"]
 FROM runtime AS cpu
 COPY --from=build-cpu /opt/venv /opt/venv
 COPY model_repository /app/model_repository
+
+# The GPU build stage comes after `cpu`, so the legacy builder stops before it for --target cpu.
+FROM builder AS build-gpu
+RUN pip install --no-cache-dir -c constraints.txt '.[gpu]' && pip uninstall -y cnn-serving
+COPY models ./models
+COPY service ./service
+RUN pip install --no-cache-dir --no-deps .
 
 FROM runtime AS gpu
 # The CUDA libraries come as pip wheels; the NVIDIA container runtime adds the driver. Which GPUs
