@@ -156,18 +156,16 @@ def _expected_count(shape: list[int]) -> int:
     return math.prod(shape)  # exact: an int64 product can wrap around to a count that matches the data
 
 
-async def _decode_input(
-    tensor: InferInput, binary: bytes, offset: int, model: ModelVersion, inference: Inference
-) -> tuple[np.ndarray, int]:
-    """One request input → (validated batch, new offset into the binary section)."""
+async def _decode_input(tensor: InferInput, binary: bytes, model: ModelVersion, inference: Inference) -> np.ndarray:
+    """The request's one input (JSON ``data`` or the binary section after the header) → validated batch."""
     if tensor.name != model.input_name:
         raise InvalidInput(f"unknown input {tensor.name!r}; the model's input is {model.input_name!r}")
     size = (tensor.parameters or {}).get("binary_data_size")
     raw: bytes | None = None
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-            raise InvalidInput(f"binary_data_size {size!r} does not fit the {len(binary) - offset} bytes sent")
-        raw, offset = binary[offset : offset + size], offset + size
+        if not isinstance(size, int) or size < 0 or size > len(binary):
+            raise InvalidInput(f"binary_data_size {size!r} does not fit the {len(binary)} bytes sent")
+        raw = binary[:size]
     elif tensor.data is None:
         raise InvalidInput(f"input {tensor.name!r} has neither 'data' nor binary_data_size")
     count = _expected_count(tensor.shape)
@@ -185,7 +183,7 @@ async def _decode_input(
                 raise InvalidInput(f"BYTES element is not valid base64 ({exc})") from None
         if len(blobs) != count:
             raise InvalidInput(f"shape {tensor.shape} needs {count} BYTES elements, got {len(blobs)}")
-        return await inference.decode_images(model, blobs, Polarity.auto), offset
+        return await inference.decode_images(model, blobs, Polarity.auto)
 
     dtype = _NUMERIC.get(tensor.datatype)
     if dtype is None:
@@ -204,7 +202,7 @@ async def _decode_input(
             raise InvalidInput("UINT8 data must be whole numbers 0–255")
         if tensor.datatype != "UINT8":
             array = array.astype(dtype)
-    return inference.check_tensor(model, array.reshape(tensor.shape)), offset
+    return inference.check_tensor(model, array.reshape(tensor.shape))
 
 
 def _wants_binary(request: InferRequest, output: str) -> bool:
@@ -264,7 +262,7 @@ async def infer(
     for entry in parsed.outputs or []:
         if entry.name != model.output_name:
             raise InvalidInput(f"unknown output {entry.name!r}; the model's output is {model.output_name!r}")
-    images, _ = await _decode_input(parsed.inputs[0], binary, 0, model, inference)
+    images = await _decode_input(parsed.inputs[0], binary, model, inference)
     probabilities = np.ascontiguousarray(await inference.classify(model, images, api="v2"), dtype="<f4")
 
     output: dict[str, Any] = {"name": model.output_name, "datatype": "FP32", "shape": list(probabilities.shape)}

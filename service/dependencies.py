@@ -9,7 +9,6 @@ from fastapi import Request
 from service.errors import Unauthorized
 from service.inference import Inference
 from service.repository import ModelRepository
-from service.settings import Settings
 
 
 async def get_inference(request: Request) -> Inference:
@@ -18,10 +17,6 @@ async def get_inference(request: Request) -> Inference:
 
 async def get_repository(request: Request) -> ModelRepository:
     return request.app.state.inference.repository
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 async def require_api_key(request: Request) -> None:
