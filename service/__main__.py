@@ -39,6 +39,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        access_log=settings.access_log,
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,

@@ -128,13 +128,21 @@ async def _decode(payload: Any, model: ModelVersion, inference: Inference) -> tu
 
 
 def _encode(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
+    """TF Serving's response layout; arrays stay numpy (orjson writes them natively)."""
     if len(outputs) == 1:
         (only,) = outputs.values()
-        return {"predictions": only.tolist()} if row_format else {"outputs": only.tolist()}
+        return {"predictions": only} if row_format else {"outputs": only}
     if row_format:
         count = len(next(iter(outputs.values())))
-        return {"predictions": [{name: value[i].tolist() for name, value in outputs.items()} for i in range(count)]}
-    return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
+        return {"predictions": [{name: value[i] for name, value in outputs.items()} for i in range(count)]}
+    return {"outputs": outputs}
+
+
+def _array_to_list(value: Any) -> Any:
+    """orjson's fallback for arrays it does not write natively (not C-contiguous)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 # -- routes ------------------------------------------------------------------------------------------
@@ -171,19 +179,26 @@ _PREDICT_DOC = {
 }
 
 
+async def predict(inference: Inference, model: ModelVersion, body: bytes) -> bytes:
+    """One ``:predict`` call on an admitted model: the request body in, the JSON response out (errors raise)."""
+    payload = await inference.parse_json(body)
+    signature = (payload.get("signature_name") if isinstance(payload, dict) else None) or SERVING_SIGNATURE
+    if signature not in (SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE):
+        raise InvalidInput(f'Serving signature name: "{signature}" not found in signature def')
+    images, row_format = await _decode(payload, model, inference)
+    del payload  # hundreds of lists per image: free them now, not after inference
+    if signature == SERVING_SIGNATURE:
+        outputs = {model.output_name: await inference.classify(model, images, api="tfserving")}
+    else:
+        outputs = await inference.feature_maps(model, images, model.feature_layers)
+    return orjson.dumps(_encode(outputs, row_format), default=_array_to_list, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 @router.post("/models/{name}:predict", summary="Predict (TF Serving)", openapi_extra=_PREDICT_DOC)
 @router.post("/models/{name}/versions/{version}:predict", summary="Predict (TF Serving)", openapi_extra=_PREDICT_DOC)
 async def tf_predict(
     name: str, request: Request, inference: Annotated[Inference, Depends(get_inference)], version: str | None = None
 ) -> Response:
+    """Served by :class:`service.fastpath.PredictFastPath` unless ``CNN_FAST_PATH=false``; same code."""
     model = inference.admit(name, version)
-    payload = await inference.parse_json(await request.body())
-    signature = (payload.get("signature_name") if isinstance(payload, dict) else None) or SERVING_SIGNATURE
-    if signature not in (SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE):
-        raise InvalidInput(f'Serving signature name: "{signature}" not found in signature def')
-    images, row_format = await _decode(payload, model, inference)
-    if signature == SERVING_SIGNATURE:
-        outputs = {model.output_name: await inference.classify(model, images, api="tfserving")}
-    else:
-        outputs = await inference.feature_maps(model, images, model.feature_layers)
-    return _json(_encode(outputs, row_format))
+    return Response(await predict(inference, model, await request.body()), media_type="application/json")

@@ -120,9 +120,9 @@ class Batcher:
         self._metrics.queue_depth.labels(self.label).set(self._queued_images)
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), self.request_timeout_s)
+            async with asyncio.timeout(self.request_timeout_s):
+                return await item.future  # cancelled on timeout: the worker skips it if still queued
         except TimeoutError:
-            item.future.cancel()  # the worker skips it if it is still queued
             raise InferenceTimeout(
                 f"inference on {self.label} did not finish within {self.request_timeout_s:g} s"
             ) from None

@@ -19,14 +19,19 @@ async def get_repository(request: Request) -> ModelRepository:
     return request.app.state.inference.repository
 
 
-async def require_api_key(request: Request) -> None:
-    """When ``CNN_API_KEY`` is set, accept ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
-    expected = request.app.state.settings.api_key
+def check_api_key(expected: str | None, x_api_key: str | None, authorization: str | None) -> None:
+    """When a key is configured, accept ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
     if not expected:
         return
-    supplied = request.headers.get("x-api-key")
-    authorization = request.headers.get("authorization", "")
-    if not supplied and authorization.lower().startswith("bearer "):
+    supplied = x_api_key
+    if not supplied and authorization and authorization.lower().startswith("bearer "):
         supplied = authorization[7:].strip()
     if not supplied or not secrets.compare_digest(supplied.encode(), expected.encode()):
         raise Unauthorized("missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+
+
+async def require_api_key(request: Request) -> None:
+    """The ``CNN_API_KEY`` check as a route dependency."""
+    check_api_key(
+        request.app.state.settings.api_key, request.headers.get("x-api-key"), request.headers.get("authorization")
+    )

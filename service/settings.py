@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address for `python -m service`.")
     port: int = Field(8000, ge=1, le=65535, description="Port for `python -m service`.")
     log_level: str = Field("info", description="Python logging level.")
+    access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
+    fast_path: bool = Field(True, description="Answer TF Serving `:predict` in a direct ASGI handler, not FastAPI.")
 
 
 @lru_cache
