@@ -56,7 +56,7 @@ def main() -> None:
         args.model, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout, api_path=args.route
     )
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
-    server.run(host="127.0.0.1", port=args.port, generate_client_file=False)
+    server.run(host="127.0.0.1", port=args.port, generate_client_file=False, access_log=False)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         f"- Load generator: {env['wrk']} (closed loop, Lua script `bench/lua/post.lua`), 127.0.0.1 only; "
         f"{env['warmup_s']} s warm-up + {env['duration_s']} s per measurement",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        f"- uvicorn event loop / HTTP parser in use: {env['uvicorn_loop_http']}",
+        "- HTTP: the service runs uvicorn with uvloop and httptools; the naive baseline, uvicorn's auto choice "
+        f"({env['uvicorn_loop_http']}); no access logs",
         f"- Service settings: {env['service_settings']}",
         "",
         "## Throughput and latency",

@@ -1,7 +1,7 @@
 """Benchmark orchestrator: ``python -m bench.run``.
 
 Measures, in one run on 127.0.0.1: the in-process limit of the SavedModel, then the served model
-(``service.app`` under uvicorn, its defaults), a naive FastAPI server and LitServe, each driven by wrk;
+(``python -m service``, its defaults), a naive FastAPI server and LitServe, each driven by wrk;
 then writes ``bench/results/{RESULTS.md,results.json,throughput.png}`` and prints a table.
 """
 
@@ -76,15 +76,10 @@ def versions() -> dict[str, str]:
     return found
 
 
-def uvicorn_auto_choice(extra_args: list[str]) -> str:
-    """What uvicorn's ``auto`` loop and HTTP implementation resolve to here (or the explicit flags)."""
+def uvicorn_auto_choice() -> str:
+    """What uvicorn's ``auto`` loop and HTTP implementation resolve to here (the baselines use them)."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    for arg in extra_args:
-        if arg.startswith("--loop="):
-            loop = arg.split("=", 1)[1]
-        if arg.startswith("--http="):
-            http = arg.split("=", 1)[1]
     return f"loop={loop}, http={http}"
 
 
@@ -155,17 +150,19 @@ class Bench:
     # -- servers ---------------------------------------------------------------------------------------
     def specs(self) -> dict[str, ServerSpec]:
         python = sys.executable
-        uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
+        # The baselines run under uvicorn's CLI without its per-request access log, as the service does.
+        uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--no-access-log"]
         litserve = [python, "-m", "bench.litserve_server", "--model", str(self.model_dir), "--port", "{port}",
                     "--route", f"/v1/models/{self.args.model}:predict"]  # fmt: skip
-        service_env = {"CNN_MODEL_REPOSITORY": str(self.args.repository), **dict(self.args.service_env)}
+        service_env = {
+            "CNN_MODEL_REPOSITORY": str(self.args.repository),
+            "CNN_HOST": "127.0.0.1",
+            "CNN_PORT": "{port}",
+            **dict(self.args.service_env),
+        }
         return {
-            "served": ServerSpec(
-                "served",
-                [*uvicorn, "--timeout-graceful-shutdown", "20", *self.args.uvicorn_arg, "service.app:app"],
-                "/health/ready",
-                env=service_env,
-            ),
+            # As deployed (``make serve``, the Docker entrypoint): ``python -m service``.
+            "served": ServerSpec("served", [python, "-m", "service"], "/health/ready", env=service_env),
             "naive": ServerSpec(
                 "naive", [*uvicorn, "bench.naive_server:app"], "/health", env={"BENCH_MODEL_DIR": str(self.model_dir)}
             ),
@@ -321,9 +318,8 @@ class Bench:
             "warmup_s": self.args.warmup,
             "duration_s": self.args.duration,
             "versions": versions(),
-            "uvicorn_loop_http": uvicorn_auto_choice(self.args.uvicorn_arg),
-            "service_settings": "defaults" + "".join(f", {k}={v}" for k, v in self.args.service_env)
-            + "".join(f", uvicorn {a}" for a in self.args.uvicorn_arg),
+            "uvicorn_loop_http": uvicorn_auto_choice(),
+            "service_settings": "defaults" + "".join(f", {k}={v}" for k, v in self.args.service_env),
         }  # fmt: skip
         payloads = build_payloads(self.raw)
         limit = self.limit(self.raw / "images.npy")
@@ -463,8 +459,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--service-env", type=_key_value, action="append", default=[], metavar="CNN_NAME=VALUE",
                         help="extra setting for the served model (repeatable)")  # fmt: skip
-    parser.add_argument("--uvicorn-arg", action="append", default=[], metavar="--FLAG=VALUE",
-                        help="extra uvicorn option for the served model, e.g. --uvicorn-arg=--http=h11")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s measurements, 1 s warm-ups")
     args = parser.parse_args(argv)
     if args.quick:

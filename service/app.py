@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if model.state is ModelState.AVAILABLE:
                 model.batcher = Batcher(
                     model.label, model.predict, executor, metrics,
-                    max_batch_size=settings.max_batch_size, max_wait_s=settings.max_batch_wait_ms / 1000,
+                    max_batch_size=settings.max_batch_size, max_concurrent_batches=settings.max_concurrent_batches,
+                    max_wait_s=settings.max_batch_wait_ms / 1000,
                     max_queue_images=settings.max_queue_images, queue_timeout_s=settings.queue_timeout_s,
                     request_timeout_s=settings.request_timeout_s,
                 )  # fmt: skip

@@ -3,9 +3,10 @@
 One :class:`Batcher` per loaded model version. Requests (each a ``(k, h, w, c)`` array, already
 validated) wait in a queue; one worker task takes queued requests up to ``max_batch_size`` images,
 runs the model once in a thread (never on the event loop), splits the output by each request's row
-count and resolves each request's future. One batch is in flight per model.
+count and resolves each request's future. Up to ``max_concurrent_batches`` calls run at once, so the
+model keeps computing while the event loop decodes the next requests and encodes the last answers.
 
-Waiting policy: when the model is free the worker starts at once with whatever is queued, so an idle
+Waiting policy: when a call slot is free the worker starts at once with whatever is queued, so an idle
 server adds no batching delay. Only when the previous call merged several requests (the server is under
 load) does it wait up to ``max_wait`` for the batch to fill. Batches also form naturally while a call is
 running.
@@ -52,6 +53,7 @@ class Batcher:
         metrics: Metrics,
         *,
         max_batch_size: int,
+        max_concurrent_batches: int = 1,
         max_wait_s: float,
         max_queue_images: int,
         queue_timeout_s: float,
@@ -70,6 +72,8 @@ class Batcher:
         self._queued_images = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._running: set[asyncio.Task] = set()
         self._last_batch_requests = 1
         self._closing = False
 
@@ -89,11 +93,12 @@ class Batcher:
         """Refuse new work, let queued requests finish (up to ``timeout_s``), then stop the worker."""
         self._closing = True
         deadline = time.monotonic() + timeout_s
-        while self._queue and time.monotonic() < deadline:
+        while (self._queue or self._running) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in [self._task, *self._running]:
+            if task:
+                task.cancel()
+        await asyncio.gather(*(t for t in [self._task, *self._running] if t), return_exceptions=True)
         for item in self._queue:
             if not item.future.done():
                 item.future.set_exception(ModelNotReady("server is shutting down"))
@@ -134,11 +139,20 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await self._slots.acquire()  # requests keep queueing while every slot is busy
             if self._last_batch_requests > 1 and self.max_wait_s > 0:
                 await self._wait_for_fill()
             batch = self._take_batch()
-            if batch:
-                await self._execute(batch)
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     async def _wait_for_fill(self) -> None:
         deadline = self._queue[0].enqueued + self.max_wait_s
@@ -184,6 +198,11 @@ class Batcher:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
             if len(outputs) != len(inputs):
                 raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)} inputs")
+        except asyncio.CancelledError:  # drain() gave up waiting for this call
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(ModelNotReady("server is shutting down"))
+            raise
         except Exception as exc:
             logger.exception("inference failed on %s for a batch of %d", self.label, len(inputs))
             for item in batch:

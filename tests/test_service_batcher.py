@@ -116,3 +116,37 @@ def test_wrong_row_count_fails_the_batch():
         await batcher.drain(1)
 
     asyncio.run(scenario())
+
+
+def test_concurrent_batches_overlap_and_drain_waits_for_them():
+    running, peak, lock = 0, 0, threading.Lock()
+    finished: list[int] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.1)
+        with lock:
+            running -= 1
+        finished.append(len(batch))
+        return batch[:, 0, 0]
+
+    async def scenario(slots: int) -> float:
+        batcher = make_batcher(run, max_batch_size=2, max_concurrent_batches=slots)
+        batcher.start()
+        started = time.perf_counter()
+        pending = [asyncio.ensure_future(batcher.submit(images(i))) for i in range(4)]
+        await asyncio.sleep(0.03)  # both slots busy (or one), nothing finished yet
+        await batcher.drain(5)  # must let the running calls finish
+        assert all(task.done() and not task.exception() for task in pending)
+        return time.perf_counter() - started
+
+    one_slot = asyncio.run(scenario(1))
+    assert peak == 1
+    peak = 0
+    two_slots = asyncio.run(scenario(2))
+    assert peak == 2
+    assert sum(finished) == 8
+    assert two_slots < one_slot
