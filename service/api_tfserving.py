@@ -199,6 +199,7 @@ async def predict(inference: Inference, model: ModelVersion, body: bytes) -> byt
 async def tf_predict(
     name: str, request: Request, inference: Annotated[Inference, Depends(get_inference)], version: str | None = None
 ) -> Response:
-    """Served by :class:`service.fastpath.PredictFastPath` unless ``CNN_FAST_PATH=false``; same code."""
+    # Requests normally reach predict() through service.fastpath.PredictFastPath; this route documents
+    # the endpoint and answers when CNN_FAST_PATH=false.
     model = inference.admit(name, version)
     return Response(await predict(inference, model, await request.body()), media_type="application/json")
