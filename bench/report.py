@@ -9,7 +9,12 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-SERVER_LABELS = {"served": "served (service.app)", "naive": "naive FastAPI", "litserve": "LitServe"}
+SERVER_LABELS = {
+    "served": "served (python -m service)",
+    "naive": "naive FastAPI",
+    "naive-logged": "naive FastAPI, uvicorn's default access log",
+    "litserve": "LitServe",
+}
 COLORS = {"served": (31, 119, 180), "naive": (214, 39, 40), "litserve": (44, 160, 44)}
 
 
@@ -92,7 +97,7 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         f"{env['warmup_s']} s warm-up + {env['duration_s']} s per measurement",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         "- HTTP: the service runs uvicorn with uvloop and httptools; the naive baseline, uvicorn's auto choice "
-        f"({env['uvicorn_loop_http']}); no access logs",
+        f"({env['uvicorn_loop_http']}); no access logs, but for the one reference run of the naive server",
         f"- Service settings: {env['service_settings']}",
         "",
         "## Throughput and latency",
@@ -165,6 +170,13 @@ def bounds_markdown(results: dict[str, Any]) -> list[str]:
                 f"- a, c={top}: {report_label(peer)} reaches {rate:,.0f} img/s, so served / {report_label(peer)} "
                 f"is at most {best / rate:.2f} (in-process limit {best:,.0f} img/s / {rate:,.0f})."
             )
+    logged, served = _images_per_s(results, "naive-logged", "a", top), _images_per_s(results, "served", "a", top)
+    if logged and served:
+        lines.append(
+            f"- a, c={top}, for reference: run as plain `uvicorn` (its access log on, as by default), the naive "
+            f"server reaches {logged:,.0f} img/s; served / that = {served / logged:.2f}. The compared servers above "
+            "run without access logs, like the service's default."
+        )
     sweep = {row["batch_size"]: row["images_per_s"] for row in limit["sweep"]}
     if 64 in sweep:
         lines.append(
@@ -280,7 +292,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     """Throughput and p99 latency against concurrency for each server (scenario a), limit as a dashed line."""
     series: dict[str, list[tuple[int, float, float]]] = {}
     for m in results["measurements"]:
-        if m["scenario"] == "a":
+        if m["scenario"] == "a" and m["server"] in COLORS:  # the three compared servers
             series.setdefault(m["server"], []).append((m["connections"], m["images_per_s"], m["latency_ms"]["p99"]))
     if not series:
         return

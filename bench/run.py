@@ -143,6 +143,8 @@ class Bench:
             Scenario(
                 "a", "tfserving", f"/v1/models/{args.model}:predict", concurrency, ("served", "naive", "litserve")
             ),
+            # For reference only: the naive server as plain ``uvicorn`` runs it, access log on.
+            Scenario("a", "tfserving", f"/v1/models/{args.model}:predict", (max(concurrency),), ("naive-logged",)),
             Scenario("b", "png", f"/api/v1/models/{args.model}/predict", (64,), ("served",)),
             Scenario("c", "v2_batch", f"/v2/models/{args.model}/infer", (8,), ("served",)),
         ]
@@ -165,6 +167,12 @@ class Bench:
             "served": ServerSpec("served", [python, "-m", "service"], "/health/ready", env=service_env),
             "naive": ServerSpec(
                 "naive", [*uvicorn, "bench.naive_server:app"], "/health", env={"BENCH_MODEL_DIR": str(self.model_dir)}
+            ),
+            "naive-logged": ServerSpec(
+                "naive-logged",
+                [a for a in uvicorn if a != "--no-access-log"] + ["bench.naive_server:app"],
+                "/health",
+                env={"BENCH_MODEL_DIR": str(self.model_dir)},
             ),
             "litserve": ServerSpec("litserve", litserve, "/health"),
         }
@@ -451,8 +459,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=12, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="scenario a connections")
-    parser.add_argument("--servers", nargs="+", default=["served", "naive", "litserve"],
-                        choices=["served", "naive", "litserve"])  # fmt: skip
+    parser.add_argument("--servers", nargs="+", default=["served", "naive", "naive-logged", "litserve"],
+                        choices=["served", "naive", "naive-logged", "litserve"])  # fmt: skip
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256", help="in-process limit sweep")
     parser.add_argument("--limit-seconds", type=float, default=2.0, help="timed seconds per batch size")
     parser.add_argument("--profile-seconds", type=int, default=10, help="profiled load window (0: no profile)")
