@@ -71,19 +71,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inference")
-        loop = asyncio.get_running_loop()
-        repository = await loop.run_in_executor(executor, _load_models, settings)
-        for model in repository.all_versions():
-            if model.state is ModelState.AVAILABLE:
-                model.batcher = Batcher(
-                    model.label, model.predict, executor, metrics,
-                    max_batch_size=settings.max_batch_size, max_concurrent_batches=settings.max_concurrent_batches,
-                    max_wait_s=settings.max_batch_wait_ms / 1000,
-                    max_queue_images=settings.max_queue_images, queue_timeout_s=settings.queue_timeout_s,
-                    request_timeout_s=settings.request_timeout_s,
-                )  # fmt: skip
-                model.batcher.start()
+        repository = await asyncio.to_thread(_load_models, settings)
+        available = [m for m in repository.all_versions() if m.state is ModelState.AVAILABLE]
+        # One thread per model-call slot, plus two for feature maps and large bodies/images to decode.
+        workers = settings.max_concurrent_batches * len(available) + 2
+        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        for model in available:
+            model.batcher = Batcher(
+                model.label, model.predict, executor, metrics,
+                max_batch_size=settings.max_batch_size, max_concurrent_batches=settings.max_concurrent_batches,
+                max_wait_s=settings.max_batch_wait_ms / 1000,
+                max_queue_images=settings.max_queue_images, queue_timeout_s=settings.queue_timeout_s,
+                request_timeout_s=settings.request_timeout_s,
+            )  # fmt: skip
+            model.batcher.start()
         # Loading TensorFlow and the models left ~300k long-lived objects: keep the cyclic garbage
         # collector from rescanning them on every full collection under request load. A JSON image
         # allocates ~800 short-lived lists, so the default young-generation threshold (700) would run
