@@ -251,10 +251,11 @@ class Bench:
                 logger.error("answer check %s/%s: %s", server.spec.name, scenario.name, verdict)
 
     # -- the run -----------------------------------------------------------------------------------------
-    def limit(self, images: Path) -> dict[str, Any]:
+    def limit(self, images: Path, batch_sizes: str | None = None, seconds: float | None = None) -> dict[str, Any]:
         logger.info("in-process limit of %s", self.model_dir)
+        batch_sizes, seconds = batch_sizes or self.args.batch_sizes, seconds or self.args.limit_seconds
         argv = [sys.executable, "-m", "bench.inprocess", "--model", str(self.model_dir), "--images", str(images),
-                "--batch-sizes", self.args.batch_sizes, "--seconds", str(self.args.limit_seconds)]  # fmt: skip
+                "--batch-sizes", batch_sizes, "--seconds", str(seconds)]  # fmt: skip
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"in-process measurement failed: {done.stderr[-2000:]}")
@@ -274,6 +275,11 @@ class Bench:
                     continue
                 for connections in scenario.connections:
                     record = self.measure(server, scenario, payloads[scenario.payload], connections)
+                    if (name, scenario.name, connections) == ("served", "a", 1):
+                        # The machine's speed drifts within minutes: time the batch-1 call again right after
+                        # this run, so the c=1 target compares against calls bracketing it.
+                        after = self.limit(self.raw / "images.npy", batch_sizes="1", seconds=0.2)
+                        info["batch1_after_ms"] = after["batch1_call_ms"]["p50"]
                     if scenario.name == "a" and connections == max(scenario.connections):
                         info["load_rss_mib"] = record["extra"]["rss_peak_mib"]
             if name == "served":
@@ -354,6 +360,12 @@ class Bench:
             "checks": self.checks,
             "elapsed_s": time.monotonic() - started,
         }
+        before, after = limit["batch1_call_ms"]["p50"], served.get("batch1_after_ms")
+        results["batch1_call_p50_ms"] = {
+            "before": before,
+            "after": after,
+            "bracket": (before + after) / 2 if after else before,
+        }
         results["targets"] = targets(results)
         results["notes"] = self.notes + foreign_load_notes(self.measurements)
         logger.info("benchmark took %.0f s", results["elapsed_s"])
@@ -399,6 +411,12 @@ def _ratio(a: dict | None, b: dict | None) -> float | None:
     return a["images_per_s"] / b["images_per_s"]
 
 
+def _bracket_text(batch1: dict[str, float | None]) -> str:
+    if batch1["after"] is None:
+        return f"batch-1 call {batch1['before']:.2f}"
+    return f"batch-1 call {batch1['bracket']:.2f} [{batch1['before']:.2f} before, {batch1['after']:.2f} after]"
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ms = results["measurements"]
     top = max((m["connections"] for m in ms if m["scenario"] == "a"), default=64)
@@ -406,7 +424,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     c1 = _find(ms, "served", "a", 1)
     batch = next((m for m in ms if m["server"] == "served" and m["scenario"] == "c"), None)
     limit = results["limit"]
-    call_p50 = limit["batch1_call_ms"]["p50"]
+    batch1 = results["batch1_call_p50_ms"]
+    call_p50 = batch1["bracket"]
     served = results["served"]
 
     def target(name: str, measured: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
@@ -423,7 +442,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         target(f"a, c={top}: served / naive img/s", vs_naive, "≥ 5", vs_naive is not None and vs_naive >= 5),
         target(f"a, c={top}: served / LitServe img/s", vs_lit, "≥ 3", vs_lit is not None and vs_lit >= 3),
         target("c: served / in-process limit img/s", vs_limit, "≥ 0.85", vs_limit is not None and vs_limit >= 0.85),
-        target("a, c=1: served p50 ms", p50, f"≤ {call_p50 + 1.5:.2f} (batch-1 call {call_p50:.2f} + 1.5)", p50_ok),
+        target("a, c=1: served p50 ms", p50, f"≤ {call_p50 + 1.5:.2f} ({_bracket_text(batch1)} + 1.5)", p50_ok),
         target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
         target("peak RSS MiB", rss, f"≤ {1.5 * GB / MIB:,.0f} (1.5 GB)", rss is not None and rss * MIB <= 1.5 * GB),
     ]
