@@ -27,6 +27,8 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class PredictFastPath:
+    """ASGI middleware: TF Serving ``:predict`` requests are answered here, everything else passes on."""
+
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self.state = state
