@@ -152,8 +152,8 @@ class Bench:
     # -- servers ---------------------------------------------------------------------------------------
     def specs(self) -> dict[str, ServerSpec]:
         python = sys.executable
-        # The baselines run under uvicorn's CLI without its per-request access log, as the service does.
-        uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--no-access-log"]
+        uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
+        naive_env = {"BENCH_MODEL_DIR": str(self.model_dir)}
         litserve = [python, "-m", "bench.litserve_server", "--model", str(self.model_dir), "--port", "{port}",
                     "--route", f"/v1/models/{self.args.model}:predict"]  # fmt: skip
         service_env = {
@@ -165,15 +165,10 @@ class Bench:
         return {
             # As deployed (``make serve``, the Docker entrypoint): ``python -m service``.
             "served": ServerSpec("served", [python, "-m", "service"], "/health/ready", env=service_env),
-            "naive": ServerSpec(
-                "naive", [*uvicorn, "bench.naive_server:app"], "/health", env={"BENCH_MODEL_DIR": str(self.model_dir)}
-            ),
-            "naive-logged": ServerSpec(
-                "naive-logged",
-                [a for a in uvicorn if a != "--no-access-log"] + ["bench.naive_server:app"],
-                "/health",
-                env={"BENCH_MODEL_DIR": str(self.model_dir)},
-            ),
+            # Without uvicorn's per-request access log, as the service runs by default.
+            "naive": ServerSpec("naive", [*uvicorn, "--no-access-log", "bench.naive_server:app"], "/health", naive_env),
+            # For reference: plain ``uvicorn`` defaults, access log on.
+            "naive-logged": ServerSpec("naive-logged", [*uvicorn, "bench.naive_server:app"], "/health", naive_env),
             "litserve": ServerSpec("litserve", litserve, "/health"),
         }
 

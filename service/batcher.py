@@ -95,10 +95,10 @@ class Batcher:
         deadline = time.monotonic() + timeout_s
         while (self._queue or self._running) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        for task in [self._task, *self._running]:
-            if task:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._task, *self._running] if t), return_exceptions=True)
+        tasks = [task for task in (self._task, *self._running) if task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for item in self._queue:
             if not item.future.done():
                 item.future.set_exception(ModelNotReady("server is shutting down"))

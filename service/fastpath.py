@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import re
 
-import orjson
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import api_tfserving
 from service.dependencies import check_api_key
-from service.errors import ServiceError
+from service.errors import ServiceError, error_response
 from service.inference import Inference
 
 # The two route templates of api_tfserving.tf_predict, with Starlette's default ``[^/]+`` parameters.
 _PREDICT_PATH = re.compile(r"/v1/models/(?P<name>[^/]+?)(?:/versions/(?P<version>[^/]+))?:predict")
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class PredictFastPath:
@@ -67,17 +65,12 @@ class PredictFastPath:
             body = await _read_body(receive)
             if body is None:  # the client went away
                 return
-            status, content, extra = 200, await api_tfserving.predict(inference, model, body), []
+            content = await api_tfserving.predict(inference, model, body)
         except ServiceError as exc:
-            status, content = exc.status_code, orjson.dumps({"error": exc.message})
-            extra = [(key.lower().encode(), value.encode()) for key, value in (exc.headers or {}).items()]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*_JSON_HEADERS, (b"content-length", str(len(content)).encode()), *extra],
-            }
-        )
+            await error_response(exc.status_code, exc.message, exc.headers)(scope, receive, send)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
 
