@@ -24,10 +24,11 @@ FROM base AS builder
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml constraints.txt ./
-RUN mkdir models service && touch README.md models/__init__.py service/__init__.py
+RUN mkdir contract models service && touch README.md contract/__init__.py models/__init__.py service/__init__.py
 
 FROM builder AS build-cpu
 RUN pip install --no-cache-dir -c constraints.txt '.[cpu]' && pip uninstall -y cnn-serving
+COPY contract ./contract
 COPY models ./models
 COPY service ./service
 RUN pip install --no-cache-dir --no-deps .
@@ -59,6 +60,7 @@ COPY model_repository /app/model_repository
 # The GPU build stage comes after `cpu`, so the legacy builder stops before it for --target cpu.
 FROM builder AS build-gpu
 RUN pip install --no-cache-dir -c constraints.txt '.[gpu]' && pip uninstall -y cnn-serving
+COPY contract ./contract
 COPY models ./models
 COPY service ./service
 RUN pip install --no-cache-dir --no-deps .

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from contract import INPUT_NAME, OUTPUT_NAME, SERVING_SIGNATURE
 from models.data import Split, to_model_input
-from models.export import OUTPUT_NAME, SERVING_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,9 @@ class Evaluation:
 def evaluate_saved_model(path: str | Path, split: Split, batch_size: int = 500) -> Evaluation:
     """Accuracy and mean cross-entropy of ``serving_default`` on a data split."""
     serve = tf.saved_model.load(str(path)).signatures[SERVING_SIGNATURE]
+    batches = (to_model_input(split.images[start : start + batch_size]) for start in range(0, len(split), batch_size))
     probabilities = np.concatenate(
-        [
-            serve(images=tf.constant(to_model_input(split.images[start : start + batch_size])))[OUTPUT_NAME].numpy()
-            for start in range(0, len(split), batch_size)
-        ]
+        [serve(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy() for batch in batches]
     )
     picked = probabilities[np.arange(len(split)), split.labels]
     correct = int((probabilities.argmax(axis=1) == split.labels).sum())

@@ -12,7 +12,6 @@ which is everything a server needs without importing this package.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -21,15 +20,20 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from contract import (
+    FEATURE_MAPS_SIGNATURE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SERVING_SIGNATURE,
+    ModelCard,
+    Preprocessing,
+    SignatureSpec,
+    TensorSpec,
+)
 from models.summary import summarize
 
 logger = logging.getLogger(__name__)
 
-MODEL_CARD = "model_card.json"
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
-SERVING_SIGNATURE = "serving_default"
-FEATURE_MAPS_SIGNATURE = "feature_maps"
 # Layers whose output is not a new activation at inference time.
 _PASS_THROUGH = ("InputLayer", "Dropout", "Flatten")
 
@@ -45,20 +49,20 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def input_contract(model: keras.Model) -> dict[str, Any]:
+def input_contract(model: keras.Model) -> TensorSpec:
     shape = [-1, *(int(d) for d in model.inputs[0].shape[1:])]
-    return {
-        "name": INPUT_NAME,
-        "dtype": "float32",
-        "shape": shape,
-        "range": [0.0, 1.0],
-        "preprocessing": {
-            "color": "grayscale",
-            "size": shape[1:3],
-            "scale": "pixel / 255",
-            "polarity": "light object on a dark background (as in Fashion-MNIST)",
-        },
-    }
+    return TensorSpec(
+        name=INPUT_NAME,
+        dtype="float32",
+        shape=shape,
+        range=[0.0, 1.0],
+        preprocessing=Preprocessing(
+            color="grayscale",
+            size=shape[1:3],
+            scale="pixel / 255",
+            polarity="light object on a dark background (as in Fashion-MNIST)",
+        ),
+    )
 
 
 def export_model(
@@ -105,23 +109,23 @@ def export_model(
         servable, str(target), signatures={SERVING_SIGNATURE: serve, FEATURE_MAPS_SIGNATURE: feature_maps}
     )
 
-    card = {
-        "name": name,
-        "version": version,
-        "architecture": architecture,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        "input": input_contract(model),
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(class_names)]},
-        "class_names": list(class_names),
-        "signatures": {
-            SERVING_SIGNATURE: {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]},
-            FEATURE_MAPS_SIGNATURE: {"inputs": [INPUT_NAME], "outputs": [layer.name for layer in taps]},
+    card = ModelCard(
+        name=name,
+        version=version,
+        architecture=architecture,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        framework={"tensorflow": tf.__version__, "keras": keras.__version__},
+        input=input_contract(model),
+        output=TensorSpec(name=OUTPUT_NAME, dtype="float32", shape=[-1, len(class_names)]),
+        class_names=list(class_names),
+        signatures={
+            SERVING_SIGNATURE: SignatureSpec(inputs=[INPUT_NAME], outputs=[OUTPUT_NAME]),
+            FEATURE_MAPS_SIGNATURE: SignatureSpec(inputs=[INPUT_NAME], outputs=[layer.name for layer in taps]),
         },
-        "metrics": metrics or {},
-        "training": training or {},
-        "summary": summarize(model).to_dict(),
-    }
-    (target / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        metrics=metrics or {},
+        training=training or {},
+        summary=summarize(model),
+    )
+    card.write(target)
     logger.info("Exported %s version %s to %s", name, version, target)
     return target

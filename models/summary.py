@@ -8,50 +8,21 @@ Formulas (per instance, float32 activations):
 - receptive field (per axis): ``r_out = r_in + (f - 1) × j_in`` and jump ``j_out = j_in × s``.
   Layers that see the whole map (Flatten, Dense, global pooling) cover the whole input; their jump is None.
 
+Rows are :class:`contract.LayerSummary`, which the service returns as they are.
 The walk assumes a chain of layers (a ``Sequential`` model or a functional model without branches).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import keras
 
+from contract import LayerSummary, ModelSummary
+
 BYTES_PER_FLOAT32 = 4
 _GLOBAL_LAYERS = ("Flatten", "Dense", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
-
-
-@dataclass
-class LayerInfo:
-    name: str
-    type: str
-    output_shape: list[int]
-    kernel_size: list[int] | None
-    strides: list[int] | None
-    padding: str | None
-    activation: str | None
-    params: int
-    trainable_params: int
-    mult_adds: int
-    memory_bytes: int
-    receptive_field: list[int]
-    jump: list[int] | None
-
-
-@dataclass
-class ModelSummary:
-    name: str
-    input_shape: list[int]
-    layers: list[LayerInfo] = field(default_factory=list)
-    total_params: int = 0
-    trainable_params: int = 0
-    total_mult_adds: int = 0
-    total_activation_bytes: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -116,7 +87,7 @@ def summarize(model: keras.Model) -> ModelSummary:
             jump = [j * strides[a] for a, j in enumerate(jump)]
         params = int(layer.count_params())
         trainable = int(sum(math.prod(w.shape) for w in layer.trainable_weights))
-        info = LayerInfo(
+        info = LayerSummary(
             name=layer.name,
             type=kind,
             output_shape=out_shape,

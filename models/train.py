@@ -7,7 +7,6 @@ SavedModel + model card, then evaluates the *exported* model once on the held-ou
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,14 +15,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from contract import DEFAULT_REPOSITORY, ModelCard
 from models import architectures
 from models.data import Split, load_fashion_mnist, to_model_input
 from models.evaluate import evaluate_saved_model
-from models.export import MODEL_CARD, export_model
+from models.export import export_model
 from models.summary import format_table, summarize
 
 logger = logging.getLogger("models.train")
-DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -145,12 +144,11 @@ def train(args: argparse.Namespace) -> Path:
     )
     # The test set is used exactly once, on the exported artefact, and the card records that figure.
     test = evaluate_saved_model(target, data.test)
-    card_path = target / MODEL_CARD
-    card = json.loads(card_path.read_text())
-    card["metrics"].update(
+    card = ModelCard.read(target)
+    card.metrics.update(
         test_accuracy=test.accuracy, test_loss=round(test.loss, 4), test_correct=test.correct, test_samples=test.samples
     )
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card.write(target)
     logger.info(
         "best epoch %d (val acc %.4f); test accuracy %.4f (%d/%d), loss %.4f; %.0fs; exported to %s",
         best_epoch, val_acc[best_epoch - 1], test.accuracy, test.correct, test.samples, test.loss,

@@ -7,6 +7,7 @@ On SIGTERM/SIGINT uvicorn stops accepting connections, lets in-flight requests f
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -34,8 +35,10 @@ class Server(uvicorn.Server):
 
 def main() -> None:
     settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(
-        "service.app:app",
+        "service.app:create_app",
+        factory=True,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -105,9 +105,10 @@ class Batcher:
         self._queue.clear()
 
     # -- request side ------------------------------------------------------------------------------
-    def admit(self) -> None:
-        """Refuse early (before the body is read and decoded) when the queue is already full."""
-        if self._queued_images >= self.max_queue_images:
+    def admit(self, count: int = 0) -> None:
+        """Refuse (503) when ``count`` more images would overflow the queue; ``count=0`` asks, before a
+        request body is read, whether the queue is already full."""
+        if self._queued_images + max(count, 1) > self.max_queue_images:
             self._metrics.rejected.labels(self.label, "queue_full").inc()
             raise Overloaded(f"model {self.label} is overloaded ({self._queued_images} images queued); retry shortly")
 
@@ -116,9 +117,7 @@ class Batcher:
         if self._closing or not self.alive:
             raise ModelNotReady(f"model {self.label} is not accepting requests")
         count = len(images)
-        if self._queued_images + count > self.max_queue_images:
-            self._metrics.rejected.labels(self.label, "queue_full").inc()
-            raise Overloaded(f"model {self.label} is overloaded ({self._queued_images} images queued); retry shortly")
+        self.admit(count)
         item = _Pending(images, asyncio.get_running_loop().create_future())
         self._queue.append(item)
         self._queued_images += count
@@ -146,6 +145,7 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
+            self._last_batch_requests = len(batch)  # read by the next iteration's fill decision
             task = asyncio.get_running_loop().create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._finished)
@@ -190,7 +190,6 @@ class Batcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         inputs = batch[0].images if len(batch) == 1 else np.concatenate([item.images for item in batch])
-        self._last_batch_requests = len(batch)
         self._metrics.batch_size.labels(self.label).observe(len(inputs))
         self._metrics.batch_requests.labels(self.label).observe(len(batch))
         started = time.perf_counter()
@@ -203,11 +202,11 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_exception(ModelNotReady("server is shutting down"))
             raise
-        except Exception as exc:
+        except Exception:  # the details (TensorFlow ops, paths) go to the log, not to the client
             logger.exception("inference failed on %s for a batch of %d", self.label, len(inputs))
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}"))
+                    item.future.set_exception(InferenceFailed(f"inference failed on model {self.label}"))
             return
         finally:
             self._metrics.inference.labels(self.label).observe(time.perf_counter() - started)

@@ -7,31 +7,29 @@ import secrets
 from fastapi import Request
 
 from service.errors import Unauthorized
-from service.inference import Inference
-from service.repository import ModelRepository
+from service.pipeline import InferencePipeline
+from service.runtime import Runtime
 
 
-async def get_inference(request: Request) -> Inference:
-    return request.app.state.inference
+async def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
 
 
-async def get_repository(request: Request) -> ModelRepository:
-    return request.app.state.inference.repository
+async def get_pipeline(request: Request) -> InferencePipeline:
+    return request.app.state.pipeline
 
 
-def check_api_key(expected: str | None, x_api_key: str | None, authorization: str | None) -> None:
-    """When a key is configured, accept ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
+async def require_api_key(request: Request) -> None:
+    """When ``CNN_API_KEY`` is set, require ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
+
+    A router dependency. A repeated header counts by its first value.
+    """
+    expected = request.app.state.settings.api_key
     if not expected:
         return
-    supplied = x_api_key
+    supplied = request.headers.get("x-api-key")
+    authorization = request.headers.get("authorization")
     if not supplied and authorization and authorization.lower().startswith("bearer "):
         supplied = authorization[7:].strip()
     if not supplied or not secrets.compare_digest(supplied.encode(), expected.encode()):
         raise Unauthorized("missing or wrong API key (send X-API-Key or Authorization: Bearer)")
-
-
-async def require_api_key(request: Request) -> None:
-    """The ``CNN_API_KEY`` check as a route dependency."""
-    check_api_key(
-        request.app.state.settings.api_key, request.headers.get("x-api-key"), request.headers.get("authorization")
-    )

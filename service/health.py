@@ -10,23 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.repository import ModelRepository
 from service.schemas import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 
 
 def readiness(request: Request) -> tuple[bool, dict[str, str]]:
-    inference = getattr(request.app.state, "inference", None)
-    if inference is None or not getattr(request.app.state, "started", False):
-        return False, {}
-    repository: ModelRepository = inference.repository
-    versions = repository.all_versions()
-    states = {v.label: ("READY" if v.ready else v.state.value) for v in versions}
-    explicit = set(request.app.state.settings.models)
-    required = [v for v in versions if v.name in explicit or v.label in explicit]
-    ready = any(v.ready for v in versions) and all(v.ready for v in required)
-    return ready, states
+    return request.app.state.runtime.readiness()
 
 
 @router.get("/health/live", response_model=Liveness, summary="Liveness")

@@ -20,7 +20,14 @@ class BodySizeLimit:
             return
         message = f"request body exceeds the limit of {self.max_bytes} bytes"
         for key, value in scope["headers"]:
-            if key == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+            if key != b"content-length":
+                continue
+            if not value.isdigit():
+                await error_response(
+                    400, f"Content-Length must be a whole number of bytes, got {value[:32].decode('latin-1')!r}"
+                )(scope, receive, send)
+                return
+            if int(value) > self.max_bytes:
                 await error_response(413, message)(scope, receive, send)
                 return
         received = 0

@@ -7,23 +7,21 @@ state ``UNAVAILABLE`` and its error, while the others serve.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from service.errors import InvalidInput, ModelNotReady, NotFound
+from contract import FEATURE_MAPS_SIGNATURE, MODEL_CARD_FILE, SERVING_SIGNATURE, ModelCard
+from service.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
-MODEL_CARD = "model_card.json"
-SERVING_SIGNATURE = "serving_default"
-FEATURE_MAPS_SIGNATURE = "feature_maps"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -33,99 +31,96 @@ class ModelState(StrEnum):
     LOADING = "LOADING"
     AVAILABLE = "AVAILABLE"
     UNAVAILABLE = "UNAVAILABLE"
-    END = "END"
+
+
+class LoadError(Exception):
+    """Why a version cannot serve, in words safe to show a client (no paths, no TensorFlow internals)."""
 
 
 @dataclass
 class ModelVersion:
+    """One ``<name>/<version>/`` directory: its state, its card and, once loaded, its SavedModel."""
+
     name: str
     version: int
     path: Path
     state: ModelState = ModelState.LOADING
     error: str | None = None
-    card: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard | None = None
     saved_model: Any = None  # the loaded trackable; keeps the signatures' variables alive
-    batcher: Any = None  # service.batcher.Batcher once serving
 
     @property
     def label(self) -> str:
         return f"{self.name}:{self.version}"
 
     @property
-    def input_name(self) -> str:
-        return self.card["input"]["name"]
-
-    @property
-    def output_name(self) -> str:
-        return self.card["output"]["name"]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Per-image input shape, e.g. ``(28, 28, 1)``."""
-        return tuple(int(d) for d in self.card["input"]["shape"][1:])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.card["class_names"])
-
-    @property
-    def feature_layers(self) -> list[str]:
-        return list(self.card["signatures"][FEATURE_MAPS_SIGNATURE]["outputs"])
-
-    @property
-    def ready(self) -> bool:
-        return self.state is ModelState.AVAILABLE and self.batcher is not None and self.batcher.alive
+    def loaded_card(self) -> ModelCard:
+        if self.card is None:
+            raise LoadError(f"model {self.label} has no model card")
+        return self.card
 
     # -- inference (called from worker threads) ----------------------------------------------------
     def predict(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
+        card = self.loaded_card
         signature = self.saved_model.signatures[SERVING_SIGNATURE]
-        return signature(**{self.input_name: tf.constant(images)})[self.output_name].numpy()
+        return signature(**{card.input.name: tf.constant(images)})[card.output.name].numpy()
 
     def feature_maps(self, images: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
         signature = self.saved_model.signatures[FEATURE_MAPS_SIGNATURE]
-        outputs = signature(**{self.input_name: tf.constant(images)})
+        outputs = signature(**{self.loaded_card.input.name: tf.constant(images)})
         return {name: outputs[name].numpy() for name in layers}
 
-    def layer_names(self, layer: str | None) -> list[str]:
-        """The requested layer (or all of them), refusing unknown names with a 404."""
-        if layer is None:
-            return self.feature_layers
-        if layer not in self.feature_layers:
-            raise NotFound(f"model {self.name} has no layer {layer!r}; layers: {', '.join(self.feature_layers)}")
-        return [layer]
+
+def _read_card(path: Path) -> ModelCard:
+    try:
+        return ModelCard.read(path)
+    except FileNotFoundError:
+        raise LoadError(f"{MODEL_CARD_FILE} is missing") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise LoadError(f"{MODEL_CARD_FILE} is invalid: {problems}") from None
+    except OSError:
+        raise LoadError(f"{MODEL_CARD_FILE} could not be read") from None
 
 
-def _read_card(path: Path) -> dict[str, Any]:
-    card = json.loads((path / MODEL_CARD).read_text())
-    for key in ("input", "output", "class_names", "signatures"):
-        if key not in card:
-            raise ValueError(f"{MODEL_CARD} lacks {key!r}")
-    return card
+def _load_checked(model: ModelVersion) -> None:
+    import tensorflow as tf
+
+    model.card = _read_card(model.path)
+    try:
+        model.saved_model = tf.saved_model.load(str(model.path))
+    except Exception as exc:
+        raise LoadError("the SavedModel could not be loaded") from exc
+    missing = {SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE} - set(model.saved_model.signatures)
+    if missing:
+        raise LoadError(f"the SavedModel lacks signatures {sorted(missing)}")
+    warmup = np.zeros((1, *model.card.input_shape), dtype=np.float32)
+    try:
+        probabilities = model.predict(warmup)
+        model.feature_maps(warmup, model.card.feature_layers)
+    except Exception as exc:
+        raise LoadError("the SavedModel failed its warm-up call (its signature does not match its card)") from exc
+    if probabilities.shape != (1, len(model.card.class_names)):
+        raise LoadError(f"warm-up output shape {probabilities.shape} does not match the card's class names")
 
 
 def load_version(model: ModelVersion) -> None:
-    """Load one SavedModel and its card, and warm it up; failures mark it UNAVAILABLE."""
-    import tensorflow as tf
+    """Load one SavedModel and its card, and warm it up; failures mark it UNAVAILABLE.
 
+    The log gets the full cause with the path; ``model.error`` (shown to clients) only the reason.
+    """
     try:
-        model.card = _read_card(model.path)
-        model.saved_model = tf.saved_model.load(str(model.path))
-        missing = {SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE} - set(model.saved_model.signatures)
-        if missing:
-            raise ValueError(f"SavedModel lacks signatures {sorted(missing)}")
-        warmup = np.zeros((1, *model.input_shape), dtype=np.float32)
-        probabilities = model.predict(warmup)
-        if probabilities.shape != (1, len(model.class_names)):
-            raise ValueError(f"warm-up output shape {probabilities.shape} does not match the class names")
-        model.feature_maps(warmup, model.feature_layers)
+        _load_checked(model)
     except Exception as exc:
-        model.state, model.error = ModelState.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
-        model.saved_model = None
-        logger.error("model %s failed to load from %s: %s", model.label, model.path, model.error)
+        model.state, model.saved_model = ModelState.UNAVAILABLE, None
+        model.error = str(exc) if isinstance(exc, LoadError) else "the model could not be loaded"
+        logger.error("model %s failed to load from %s: %s", model.label, model.path, model.error, exc_info=exc)
         return
     model.state = ModelState.AVAILABLE
     logger.info("loaded model %s from %s", model.label, model.path)
@@ -188,11 +183,3 @@ class ModelRepository:
         if number not in versions:
             raise NotFound(f"model {name!r} has no version {number}; versions: {sorted(versions)}")
         return versions[number]
-
-    def get(self, name: str, version: int | str | None = None) -> ModelVersion:
-        """Like :meth:`find` but only a version ready to serve (503 otherwise)."""
-        model = self.find(name, version)
-        if not model.ready:
-            detail = f": {model.error}" if model.error else ""
-            raise ModelNotReady(f"model {model.label} is {model.state.value}{detail}")
-        return model

@@ -1,10 +1,14 @@
-"""Pydantic request and response models of the native API (``/api/v1``) and health endpoints."""
+"""Pydantic request and response models of the native API (``/api/v1``) and health endpoints.
+
+The layer summary rows are the model contract's own (:class:`contract.ModelSummary`)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contract import ModelSummary, TensorSpec
 
 PixelDType = Literal["uint8", "float32"]
 
@@ -102,32 +106,6 @@ class ModelList(BaseModel):
     models: list[ModelEntry]
 
 
-class LayerSummary(BaseModel):
-    name: str
-    type: str
-    output_shape: list[int]
-    kernel_size: list[int] | None
-    strides: list[int] | None
-    padding: str | None
-    activation: str | None
-    params: int
-    trainable_params: int
-    mult_adds: int = Field(description="Multiply-adds per image.")
-    memory_bytes: int = Field(description="float32 activation memory per image.")
-    receptive_field: list[int] = Field(description="Input pixels (height, width) one output unit sees.")
-    jump: list[int] | None = Field(description="Input pixels between neighbouring output units; null if global.")
-
-
-class ModelSummary(BaseModel):
-    name: str
-    input_shape: list[int]
-    layers: list[LayerSummary]
-    total_params: int
-    trainable_params: int
-    total_mult_adds: int
-    total_activation_bytes: int
-
-
 class ModelDetail(BaseModel):
     """A model version's card: architecture, input contract, classes, metrics and layer summary."""
 
@@ -137,8 +115,8 @@ class ModelDetail(BaseModel):
     error: str | None = None
     architecture: str | None = None
     created: str | None = None
-    input: dict[str, Any] | None = None
-    output: dict[str, Any] | None = None
+    input: TensorSpec | None = None
+    output: TensorSpec | None = None
     class_names: list[str] = []
     feature_layers: list[str] = []
     metrics: dict[str, Any] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+from contract import DEFAULT_REPOSITORY
 
 
 class Settings(BaseSettings):
@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image, width × height (413).")
     max_images_per_request: int = Field(256, ge=1, description="Most images in one request (413 above).")
+    max_feature_map_images: int = Field(
+        8, ge=1, description="Most images in one feature-map request (every layer's activations: ~1.5 MB each)."
+    )
+    max_concurrent_feature_maps: int = Field(
+        2, ge=1, le=16, description="Feature-map calls computing at once; more wait (up to the request timeout)."
+    )
     default_top_k: int = Field(3, ge=1, description="top-k returned when the request does not say.")
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
     api_key: str | None = Field(None, description="When set, requests must send it as X-API-Key or Bearer token.")
@@ -41,7 +47,6 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port for `python -m service`.")
     log_level: str = Field("info", description="Python logging level.")
     access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
-    fast_path: bool = Field(True, description="Answer TF Serving `:predict` in a direct ASGI handler, not FastAPI.")
 
 
 @lru_cache

@@ -83,9 +83,9 @@ def test_full_queue_is_refused_with_retry_after():
     assert error.status_code == 503 and error.headers == {"Retry-After": "1"}
 
 
-def test_model_failure_and_timeout_are_reported():
+def test_model_failure_and_timeout_are_reported(caplog):
     def broken(batch):
-        raise RuntimeError("boom")
+        raise RuntimeError("boom in /secret/path/op Conv2D")
 
     def slow(batch):
         time.sleep(0.3)
@@ -94,8 +94,10 @@ def test_model_failure_and_timeout_are_reported():
     async def scenario():
         failing = make_batcher(broken)
         failing.start()
-        with pytest.raises(InferenceFailed, match="boom"):
+        with pytest.raises(InferenceFailed, match="inference failed on model test:1") as failed:
             await failing.submit(images(1))
+        assert "boom" not in failed.value.message and "/secret" not in failed.value.message  # the log has it
+        assert any("boom in /secret/path" in r.exc_text for r in caplog.records if r.exc_text)
         assert failing.alive  # the worker survives a failed batch
         await failing.drain(1)
         timing_out = make_batcher(slow, request_timeout_s=0.05)
@@ -107,15 +109,16 @@ def test_model_failure_and_timeout_are_reported():
     asyncio.run(scenario())
 
 
-def test_wrong_row_count_fails_the_batch():
+def test_wrong_row_count_fails_the_batch(caplog):
     async def scenario():
         batcher = make_batcher(lambda batch: batch[:1, 0, 0])
         batcher.start()
-        with pytest.raises(InferenceFailed, match="rows"):
+        with pytest.raises(InferenceFailed, match="inference failed"):
             await batcher.submit(images(1, count=3))
         await batcher.drain(1)
 
     asyncio.run(scenario())
+    assert any("returned 1 rows for 3 inputs" in r.exc_text for r in caplog.records if r.exc_text)
 
 
 def test_concurrent_batches_overlap_and_drain_waits_for_them():
@@ -150,3 +153,33 @@ def test_concurrent_batches_overlap_and_drain_waits_for_them():
     assert peak == 2
     assert sum(finished) == 8
     assert two_slots < one_slot
+
+
+def test_after_a_merged_batch_the_next_one_waits_to_fill():
+    """The wait-for-fill decision uses the batch just taken, not one whose task has not started yet."""
+    calls: list[int] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch[:, 0, 0]
+
+    async def scenario():
+        batcher = make_batcher(run, max_batch_size=8, max_concurrent_batches=2, max_wait_s=0.5)
+        waits = 0
+        wait_for_fill = batcher._wait_for_fill
+
+        async def counted() -> None:
+            nonlocal waits
+            waits += 1
+            await wait_for_fill()
+
+        batcher._wait_for_fill = counted
+        batcher.start()
+        # Ten requests queue up before the worker first runs: it takes 8 (merged), then, with a call slot
+        # still free and no await in between, decides whether to wait for the remaining 2 to fill up.
+        await asyncio.gather(*(batcher.submit(images(i)) for i in range(10)))
+        await batcher.drain(1)
+        return waits
+
+    assert asyncio.run(scenario()) == 1
+    assert calls == [8, 2]

@@ -209,3 +209,28 @@ def test_bad_request_gets_4xx_json_and_server_keeps_serving(client, case):
 def test_one_by_one_image_is_a_valid_image(client):
     response = client.post(NATIVE, files={"files": ("dot.png", png_bytes(np.full((1, 1), 255, np.uint8)), "image/png")})
     assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+
+
+def test_load_errors_reach_clients_without_paths_or_internals(tmp_path, bundled_repository):
+    """The log gets the cause with its path; the status API gets a stable reason."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    for name in ("lenet5", "corrupt", "no_card"):
+        shutil.copytree(bundled_repository / "lenet5" / "1", tmp_path / name / "1")
+    (tmp_path / "no_card" / "1" / "model_card.json").unlink()
+    (tmp_path / "corrupt" / "1" / "variables" / "variables.index").write_bytes(b"not a checkpoint index")
+    app = create_app(Settings(model_repository=tmp_path))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        versions = {m["name"]: m["versions"][0] for m in client.get("/api/v1/models").json()["models"]}
+        assert versions["lenet5"]["state"] == "AVAILABLE"
+        assert versions["no_card"] == {"version": 1, "state": "UNAVAILABLE", "error": "model_card.json is missing"}
+        assert versions["corrupt"]["error"] == "the SavedModel could not be loaded"
+        refused = client.post("/v1/models/corrupt:predict", json={"instances": np.zeros((1, 28, 28, 1)).tolist()})
+        assert refused.status_code == 503
+        everything = json.dumps([versions, refused.json(), client.get("/v1/models/corrupt").json()])
+        assert str(tmp_path) not in everything and "variables" not in everything

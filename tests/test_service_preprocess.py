@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from service.errors import InvalidInput, PayloadTooLarge
-from service.preprocess import Polarity, fit_to_canvas, image_to_array, open_image, validate_tensor
+from service.preprocess import fit_to_canvas, image_to_array, open_image, tensor_to_batch
+from service.request import Polarity, TensorInput
 
 from .conftest import png_bytes
 
@@ -76,21 +77,35 @@ def test_broken_and_oversize_images():
         open_image(png_bytes(np.zeros((100, 100), np.uint8)), 5_000)
 
 
-def test_validate_tensor_rules():
-    ok = validate_tensor(np.zeros((2, 28, 28)), (28, 28, 1), max_images=4)
+def test_tensor_to_batch_rules():
+    ok = tensor_to_batch(TensorInput(np.zeros((2, 28, 28))), (28, 28, 1))
     assert ok.shape == (2, 28, 28, 1) and ok.dtype == np.float32
-    scaled = validate_tensor(np.full((1, 28, 28, 1), 255, np.int64), (28, 28, 1), max_images=4)
+    scaled = tensor_to_batch(TensorInput(np.full((1, 28, 28, 1), 255, np.int64)), (28, 28, 1))
     assert scaled.max() == 1.0
+    nested = tensor_to_batch(TensorInput(np.full((1, 28, 28), 51).tolist(), dtype="uint8"), (28, 28, 1))
+    assert nested.shape == (1, 28, 28, 1) and np.allclose(nested, 0.2)
+    flat = tensor_to_batch(
+        TensorInput(np.zeros(784 * 2, np.float32), dtype="float32", shape=(2, 28, 28, 1)), (28, 28, 1)
+    )
+    assert flat.shape == (2, 28, 28, 1)
     for bad, message in [
-        (np.zeros((1, 3)), "does not match"),
-        (np.zeros((28, 28)), "does not match"),
-        (np.zeros((0, 28, 28, 1)), "empty batch"),
-        (np.full((1, 28, 28, 1), np.nan), "NaN"),
-        (np.full((1, 28, 28, 1), 2.0), r"within \[0, 1\]"),
-        (np.full((1, 28, 28, 1), 300), "0–255"),
-        (np.array([["a"]]), "numeric"),
+        (TensorInput(np.zeros((1, 3))), "does not match"),
+        (TensorInput(np.zeros((28, 28))), "does not match"),
+        (TensorInput(np.zeros((0, 28, 28, 1))), "empty batch"),
+        (TensorInput(np.full((1, 28, 28, 1), np.nan)), "NaN"),
+        (TensorInput(np.full((1, 28, 28, 1), 2.0)), r"within \[0, 1\]"),
+        (TensorInput(np.full((1, 28, 28, 1), 300)), "0–255"),
+        (TensorInput(np.array([["a"]])), "numeric"),
+        (TensorInput([[0.5] * 28] * 28, dtype="uint8"), "whole numbers"),
+        (TensorInput([[1, 2], [3]]), "rectangular"),
+        (TensorInput([True]), "only numbers"),
+        (TensorInput(np.zeros(10, np.float32), dtype="float32", shape=(1, 28, 28, 1)), "needs 784 values, got 10"),
     ]:
         with pytest.raises(InvalidInput, match=message):
-            validate_tensor(bad, (28, 28, 1), max_images=4)
-    with pytest.raises(PayloadTooLarge):
-        validate_tensor(np.zeros((5, 28, 28, 1)), (28, 28, 1), max_images=4)
+            tensor_to_batch(bad, (28, 28, 1))
+
+
+def test_tensor_input_counts_images_without_converting():
+    assert TensorInput([[[0.0] * 28] * 28] * 3).count == 3
+    assert TensorInput([0.0] * 784 * 5, shape=(5, 28, 28, 1)).count == 5
+    assert TensorInput([[[0.0] * 28] * 28] * 3).elements == 3 * 28 * 28

@@ -1,0 +1,34 @@
+"""The model contract shared by :mod:`models` (which writes it) and :mod:`service` (which reads it).
+
+TensorFlow-free on purpose: importing it costs the service nothing and never pulls in training code.
+"""
+
+from contract.card import (
+    DEFAULT_REPOSITORY,
+    FEATURE_MAPS_SIGNATURE,
+    INPUT_NAME,
+    MODEL_CARD_FILE,
+    OUTPUT_NAME,
+    SERVING_SIGNATURE,
+    LayerSummary,
+    ModelCard,
+    ModelSummary,
+    Preprocessing,
+    SignatureSpec,
+    TensorSpec,
+)
+
+__all__ = [
+    "DEFAULT_REPOSITORY",
+    "FEATURE_MAPS_SIGNATURE",
+    "INPUT_NAME",
+    "MODEL_CARD_FILE",
+    "OUTPUT_NAME",
+    "SERVING_SIGNATURE",
+    "LayerSummary",
+    "ModelCard",
+    "ModelSummary",
+    "Preprocessing",
+    "SignatureSpec",
+    "TensorSpec",
+]

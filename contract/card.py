@@ -1,0 +1,124 @@
+"""What an exported model version promises: signature and tensor names, and its ``model_card.json``.
+
+A version directory ``<repository>/<name>/<version>/`` holds a SavedModel with two signatures,
+``serving_default`` (``images`` → ``probabilities``) and ``feature_maps`` (``images`` → one output per
+layer), and a model card: the input contract, class names, metrics, training run and layer summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MODEL_CARD_FILE = "model_card.json"
+SERVING_SIGNATURE = "serving_default"
+FEATURE_MAPS_SIGNATURE = "feature_maps"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+class LayerSummary(BaseModel):
+    """One layer of the architecture summary (per image, float32 activations)."""
+
+    name: str
+    type: str
+    output_shape: list[int]
+    kernel_size: list[int] | None
+    strides: list[int] | None
+    padding: str | None
+    activation: str | None
+    params: int
+    trainable_params: int
+    mult_adds: int = Field(description="Multiply-adds per image.")
+    memory_bytes: int = Field(description="float32 activation memory per image.")
+    receptive_field: list[int] = Field(description="Input pixels (height, width) one output unit sees.")
+    jump: list[int] | None = Field(description="Input pixels between neighbouring output units; null if global.")
+
+
+class ModelSummary(BaseModel):
+    """Every layer of a model with its totals."""
+
+    name: str
+    input_shape: list[int]
+    layers: list[LayerSummary] = []
+    total_params: int = 0
+    trainable_params: int = 0
+    total_mult_adds: int = 0
+    total_activation_bytes: int = 0
+
+
+class Preprocessing(BaseModel):
+    """How an image becomes the model's input (documentation for clients; the service implements it)."""
+
+    color: str
+    size: list[int]
+    scale: str
+    polarity: str
+
+
+class TensorSpec(BaseModel):
+    """A signature tensor: name, dtype and shape with ``-1`` for the batch dimension."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    range: list[float] | None = None
+    preprocessing: Preprocessing | None = None
+
+
+class SignatureSpec(BaseModel):
+    inputs: list[str]
+    outputs: list[str]
+
+
+class ModelCard(BaseModel):
+    """``model_card.json``: everything a server needs about a model version without importing TensorFlow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: int
+    architecture: str | None = None
+    created: str | None = None
+    framework: dict[str, str] = {}
+    input: TensorSpec
+    output: TensorSpec
+    class_names: list[str] = Field(min_length=1)
+    signatures: dict[str, SignatureSpec]
+    metrics: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    summary: ModelSummary | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        missing = {SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE} - set(self.signatures)
+        if missing:
+            raise ValueError(f"signatures {sorted(missing)} are missing")
+        if len(self.input.shape) < 2 or any(d < 1 for d in self.input.shape[1:]):
+            raise ValueError(f"input shape {self.input.shape} must be [-1, positive dimensions...]")
+        if self.output.shape[-1:] != [len(self.class_names)]:
+            raise ValueError(f"output shape {self.output.shape} does not end in {len(self.class_names)} classes")
+        return self
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-image input shape, e.g. ``(28, 28, 1)``."""
+        return tuple(self.input.shape[1:])
+
+    @property
+    def feature_layers(self) -> list[str]:
+        """The layers whose activations the ``feature_maps`` signature returns, input to output."""
+        return list(self.signatures[FEATURE_MAPS_SIGNATURE].outputs)
+
+    @classmethod
+    def read(cls, version_dir: Path) -> ModelCard:
+        """Parse and check ``model_card.json`` of a version directory (``OSError`` / ``ValueError`` on failure)."""
+        return cls.model_validate_json((version_dir / MODEL_CARD_FILE).read_bytes())
+
+    def write(self, version_dir: Path) -> Path:
+        path = version_dir / MODEL_CARD_FILE
+        path.write_text(self.model_dump_json(indent=2, exclude_none=False) + "\n")
+        return path

@@ -1,0 +1,137 @@
+"""The one path between a dialect's decode and its encode.
+
+A route reads the body and hands :meth:`InferencePipeline.handle` the dialect's pure ``decode`` and
+``encode``; everything in between happens here, top to bottom:
+
+1. decode the wire format into an :class:`~service.request.InferenceRequest` (in a thread if the body is large);
+2. look up the ready model version (404 unknown, 503 not ready);
+3. check the request against the model's signature: input name, outputs, layers;
+4. check the image count against the limits, before any pixel is converted;
+5. turn images or tensors into the validated model input (in a thread if large);
+6. classify through the model's batcher (admission, batching, timeouts), or compute feature maps
+   (bounded: images per request and concurrent calls);
+7. count the images, and encode the :class:`~service.request.InferenceResult` (in a thread if large).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from contract import ModelCard
+from service.errors import InferenceFailed, InvalidInput, NotFound, Overloaded, PayloadTooLarge
+from service.preprocess import images_to_batch, tensor_to_batch
+from service.repository import ModelVersion
+from service.request import InferenceRequest, InferenceResult, Operation
+from service.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Wire = bytes | Sequence[bytes]
+
+# Bodies, image files and answers larger than this are parsed, decoded or encoded in a worker thread,
+# and JSON tensors with more pixel values than this are converted there: the event loop keeps serving.
+_OFFLOAD_BYTES = 256 * 1024
+_OFFLOAD_ELEMENTS = 32 * 1024
+
+
+class InferencePipeline:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self._feature_slots = asyncio.Semaphore(self.settings.max_concurrent_feature_maps)
+
+    def admit(self, name: str, version: int | str | None, operation: Operation = Operation.classify) -> None:
+        """Refuse early, before the body is read: unknown model (404), not ready or queue full (503)."""
+        served = self.runtime.served(name, version)
+        if operation is Operation.classify:
+            served.batcher.admit()
+
+    async def handle(
+        self, decode: Callable[[Wire], InferenceRequest], encode: Callable[[InferenceResult], T], wire: Wire
+    ) -> T:
+        """Decode, run and encode one request (errors raise :class:`~service.errors.ServiceError`)."""
+        size = len(wire) if isinstance(wire, bytes) else sum(map(len, wire))
+        request = await self._call(size > _OFFLOAD_BYTES, decode, wire)
+        result = await self.run(request)
+        return await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
+
+    async def run(self, request: InferenceRequest) -> InferenceResult:
+        served = self.runtime.served(request.model, request.version)
+        model, card = served.version, served.card
+        layers = _checked_outputs(request, card, model.name)
+        self._check_count(request)
+        images = await self._model_input(request, card)
+        if request.operation is Operation.classify:
+            probabilities = await served.batcher.submit(images)
+            result = InferenceResult(request, model.name, model.version, card, probabilities=probabilities)
+        else:
+            activations = await self._feature_maps(model, images, layers)
+            result = InferenceResult(request, model.name, model.version, card, activations=activations)
+        self.runtime.metrics.images.labels(model.label, request.api).inc(len(images))
+        return result
+
+    # -- steps -------------------------------------------------------------------------------------
+    def _check_count(self, request: InferenceRequest) -> None:
+        if request.operation is Operation.classify:
+            limit, what = self.settings.max_images_per_request, ""
+        else:
+            limit, what = self.settings.max_feature_map_images, " for feature maps"
+        if request.count > limit:
+            raise PayloadTooLarge(f"{request.count} images in one request exceeds the limit of {limit}{what}")
+
+    async def _model_input(self, request: InferenceRequest, card: ModelCard) -> np.ndarray:
+        if request.images is not None:
+            height, width = card.input_shape[:2]
+            big = sum(map(len, request.images)) > _OFFLOAD_BYTES
+            return await self._call(
+                big, images_to_batch, request.images, height, width,
+                polarity=request.polarity, max_pixels=self.settings.max_image_pixels,
+            )  # fmt: skip
+        if request.tensor is None:
+            raise InvalidInput("no images in the request")
+        big = not isinstance(request.tensor.values, np.ndarray) and request.tensor.elements > _OFFLOAD_ELEMENTS
+        return await self._call(big, tensor_to_batch, request.tensor, card.input_shape)
+
+    async def _feature_maps(self, model: ModelVersion, images: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+        """Every asked layer's activations, at most ``max_concurrent_feature_maps`` calls at once."""
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                await self._feature_slots.acquire()
+        except TimeoutError:
+            raise Overloaded(f"feature-map calls on {model.label} are all busy; retry shortly") from None
+        future = asyncio.get_running_loop().run_in_executor(self.runtime.executor, model.feature_maps, images, layers)
+        future.add_done_callback(lambda _: self._feature_slots.release())  # when the thread is done, not before
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            logger.exception("feature maps failed on %s for %d image(s)", model.label, len(images))
+            raise InferenceFailed(f"feature maps failed on model {model.label}") from None
+
+    async def _call(self, offload: bool, fn: Callable[..., T], *args, **kwargs) -> T:
+        if not offload:
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.runtime.executor, lambda: fn(*args, **kwargs))
+
+
+def _checked_outputs(request: InferenceRequest, card: ModelCard, name: str) -> list[str]:
+    """Check the names the client used against the signature; return the feature layers to compute."""
+    if request.input_name is not None and request.input_name != card.input.name:
+        raise InvalidInput(f"unknown input {request.input_name!r}; the model's only input is {card.input.name!r}")
+    if request.operation is Operation.classify:
+        for output in request.outputs or ():
+            if output != card.output.name:
+                raise InvalidInput(f"unknown output {output!r}; the model's output is {card.output.name!r}")
+        return []
+    if request.outputs is None:
+        return card.feature_layers
+    unknown = [layer for layer in request.outputs if layer not in card.feature_layers]
+    if unknown:
+        raise NotFound(f"model {name} has no layer {unknown[0]!r}; layers: {', '.join(card.feature_layers)}")
+    return list(request.outputs)

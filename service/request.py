@@ -1,0 +1,126 @@
+"""The one internal request every API dialect decodes into, and the one result it encodes from.
+
+A dialect codec (:mod:`service.codecs`) turns its wire format into an :class:`InferenceRequest`
+without touching a model; :class:`service.pipeline.InferencePipeline` runs it and returns an
+:class:`InferenceResult`; the codec encodes that. These are internal, already-parsed values (numpy
+arrays, raw bytes), so they are slotted dataclasses; wire schemas are pydantic models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from contract import ModelCard
+
+
+class Api(StrEnum):
+    """Which API a request came through (a metrics label)."""
+
+    native = "native"
+    tfserving = "tfserving"
+    v2 = "v2"
+
+
+class Operation(StrEnum):
+    classify = "classify"
+    feature_maps = "feature_maps"
+
+
+class Polarity(StrEnum):
+    """How to treat image brightness: detect from the border, force inversion, or keep as sent."""
+
+    auto = "auto"
+    invert = "invert"
+    keep = "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInput:
+    """Pixels as the client sent them, not yet converted or checked against the model.
+
+    ``values`` is nested JSON lists (one entry per image) or a numpy array (binary tensors);
+    ``dtype`` is what the client declared (``None``: as the values are); ``shape`` is a declared shape
+    that flat ``values`` are reshaped to (the v2 protocol).
+    """
+
+    values: list[Any] | np.ndarray
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def count(self) -> int:
+        """Images in the batch, known without converting the values."""
+        if self.shape is not None:
+            return self.shape[0] if self.shape else 1
+        return len(self.values)
+
+    @property
+    def elements(self) -> int:
+        """Rough number of pixel values, to decide whether converting them deserves a thread."""
+        if isinstance(self.values, np.ndarray):
+            return self.values.size
+        if self.shape is not None:
+            return math.prod(self.shape)
+        first = self.values[0] if self.values else None
+        per_image = 1
+        while isinstance(first, list):
+            per_image *= max(1, len(first))
+            first = first[0] if first else None
+        return len(self.values) * per_image
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """What to run, on which model version, with which input.
+
+    Exactly one of ``images`` (encoded image files) and ``tensor`` is set. ``input_name`` and
+    ``outputs`` are the names the client used; the pipeline checks them against the model's signature.
+    The last group says how the dialect wants its answer encoded; the pipeline does not read it.
+    """
+
+    model: str
+    version: int | str | None
+    api: Api
+    operation: Operation = Operation.classify
+    images: list[bytes] | None = None
+    tensor: TensorInput | None = None
+    polarity: Polarity = Polarity.auto
+    input_name: str | None = None
+    outputs: tuple[str, ...] | None = None
+    # -- how to answer (dialect-specific) --
+    top_k: int | None = None
+    as_png: bool = False
+    rows: bool = True
+    binary_output: bool = False
+    request_id: str | None = None
+
+    @property
+    def count(self) -> int:
+        """Images in the request, known before any image is decoded or tensor converted."""
+        if self.images is not None:
+            return len(self.images)
+        return self.tensor.count if self.tensor is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult:
+    """A request's answer: class probabilities ``(n, classes)`` or the activations of the asked layers."""
+
+    request: InferenceRequest
+    model_name: str
+    model_version: int
+    card: ModelCard
+    probabilities: np.ndarray | None = None
+    activations: dict[str, np.ndarray] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the output arrays (encoding a large result is moved off the event loop)."""
+        if self.activations is not None:
+            return sum(array.nbytes for array in self.activations.values())
+        return self.probabilities.nbytes if self.probabilities is not None else 0

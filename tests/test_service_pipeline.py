@@ -1,0 +1,265 @@
+"""The shape of the inference path: pure codecs decode into one request type, the pipeline runs it.
+
+Also the defects this shape fixed: EXIF orientation, bounded TF Serving feature maps, image counts
+checked before conversion, large JSON converted and large answers encoded off the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.codecs import native, tfserving, v2
+from service.request import Api, InferenceRequest, Operation, Polarity
+
+from .conftest import REPO_ROOT, png_bytes
+
+MODEL = "fashion_cnn"
+PIXELS = np.linspace(0, 1, 784, dtype=np.float32).reshape(28, 28, 1)
+
+
+def _v2_binary(array: np.ndarray) -> tuple[bytes, str]:
+    header = json.dumps(
+        {
+            "id": "r1",
+            "inputs": [
+                {"name": "images", "shape": list(array.shape), "datatype": "FP32",
+                 "parameters": {"binary_data_size": array.nbytes}}
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    ).encode()  # fmt: skip
+    return header + array.astype("<f4").tobytes(), str(len(header))
+
+
+def test_each_dialect_decodes_into_the_internal_request():
+    png = png_bytes((PIXELS[..., 0] * 255).astype(np.uint8))
+    rows = json.dumps({"instances": [{"images": PIXELS.tolist()}]}).encode()
+    body, header_length = _v2_binary(PIXELS[np.newaxis])
+    decoded = {
+        "tfserving rows": tfserving.decode_predict(rows, model=MODEL, version=None),
+        "tfserving b64": tfserving.decode_predict(
+            json.dumps({"signature_name": "feature_maps", "inputs": [{"b64": base64.b64encode(png).decode()}]}).encode(),
+            model=MODEL, version="1",
+        ),
+        "v2 binary": v2.decode_infer(body, model=MODEL, version=None, header_length=header_length),
+        "v2 bytes": v2.decode_infer(
+            json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES",
+                                    "data": [base64.b64encode(png).decode()]}]}).encode(),
+            model=MODEL, version=None, header_length=None,
+        ),
+        "native multipart": native.decode_predict(
+            [png, png], media=native.MULTIPART, model=MODEL, version=1, top_k=3, polarity=Polarity.keep
+        ),
+        "native feature maps": native.decode_feature_maps(
+            json.dumps({"tensor": PIXELS[..., 0].tolist()}).encode(),
+            media="application/json", model=MODEL, version=None, layer="conv1", as_png=True, polarity=Polarity.auto,
+        ),
+    }  # fmt: skip
+    for label, request in decoded.items():
+        assert type(request) is InferenceRequest, label
+        assert request.model == MODEL and request.count >= 1, label
+        assert (request.images is None) != (request.tensor is None), label
+
+    rows_request = decoded["tfserving rows"]
+    assert rows_request.api is Api.tfserving and rows_request.operation is Operation.classify
+    assert rows_request.input_name == "images" and rows_request.rows and rows_request.tensor.dtype == "float32"
+    b64_request = decoded["tfserving b64"]
+    assert b64_request.operation is Operation.feature_maps and b64_request.images == [png] and not b64_request.rows
+    binary = decoded["v2 binary"]
+    assert binary.api is Api.v2 and binary.binary_output and binary.request_id == "r1"
+    assert binary.tensor.shape == (1, 28, 28, 1) and np.array_equal(binary.tensor.values.reshape(28, 28, 1), PIXELS)
+    assert binary.outputs == ("probabilities",)
+    assert decoded["v2 bytes"].images == [png]
+    multipart = decoded["native multipart"]
+    assert multipart.images == [png, png] and multipart.version == 1 and multipart.top_k == 3
+    assert multipart.polarity is Polarity.keep
+    maps = decoded["native feature maps"]
+    assert maps.operation is Operation.feature_maps and maps.outputs == ("conv1",) and maps.as_png
+    assert maps.tensor.count == 1
+
+
+def test_codecs_import_neither_the_batcher_nor_the_model_repository():
+    """The dialect modules are pure: importing them loads no inference machinery and no TensorFlow."""
+    code = (
+        "import sys\n"
+        "import service.codecs.native, service.codecs.tfserving, service.codecs.v2\n"
+        "loaded = [m for m in ('service.batcher', 'service.repository', 'service.runtime', 'service.pipeline',"
+        " 'tensorflow') if m in sys.modules]\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert result.stdout.strip() == ""
+
+
+def _jpeg(image: Image.Image, orientation: int | None) -> bytes:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(buffer, format="JPEG", quality=95, exif=exif)
+    return buffer.getvalue()
+
+
+def test_exif_rotated_phone_photos_are_classified_upright(client, fashion):
+    """Orientation 6 (stored turned left: display turns it right) and 8 (the reverse), as phones save them."""
+    items = [Image.fromarray(img).resize((112, 112), Image.Resampling.LANCZOS) for img in fashion.test.images[:12]]
+    stored = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+    def classify(blobs: list[bytes]) -> np.ndarray:
+        files = [("files", (f"{i}.jpg", blob, "image/jpeg")) for i, blob in enumerate(blobs)]
+        response = client.post(f"/api/v1/models/{MODEL}/predict", files=files)
+        assert response.status_code == 200, response.text
+        return np.array([p["probabilities"] for p in response.json()["predictions"]])
+
+    upright = classify([_jpeg(item, None) for item in items])
+    for orientation, transpose in stored.items():
+        rotated = classify([_jpeg(item.transpose(transpose), orientation) for item in items])
+        assert (rotated.argmax(axis=1) == upright.argmax(axis=1)).all(), orientation
+        np.testing.assert_allclose(rotated, upright, atol=0.05)
+        ignored = classify([_jpeg(item.transpose(transpose), None) for item in items])  # the tag stripped
+        assert (ignored.argmax(axis=1) != upright.argmax(axis=1)).any(), "rotation should matter for some items"
+
+
+def test_tfserving_feature_maps_are_bounded(client):
+    def call(count: int):
+        body = {"signature_name": "feature_maps", "instances": np.zeros((count, 28, 28, 1)).tolist()}
+        return client.post("/v1/models/lenet5:predict", json=body)
+
+    assert call(8).status_code == 200
+    refused = call(9)
+    assert refused.status_code == 413
+    assert refused.json()["error"] == "9 images in one request exceeds the limit of 8 for feature maps"
+
+
+def test_feature_map_calls_run_at_most_two_at_once(client, monkeypatch):
+    from service.repository import ModelVersion
+
+    original = ModelVersion.feature_maps
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def counted(self, images, layers):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.1)
+            return original(self, images, layers)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(ModelVersion, "feature_maps", counted)
+    body = {"tensor": np.zeros((28, 28)).tolist()}
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(
+            pool.map(lambda _: client.post(f"/api/v1/models/{MODEL}/feature-maps?layer=conv1", json=body), range(6))
+        )
+    assert [r.status_code for r in responses] == [200] * 6
+    assert peak == 2
+
+
+def test_image_count_is_checked_before_the_tensor_is_converted(client):
+    ragged = [[[0.0]], [[0.0], [0.0]]] * 129  # 258 rows, not even rectangular
+    response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": ragged})
+    assert response.status_code == 413
+    assert "258 images in one request exceeds the limit of 256" in response.json()["error"]
+    v2_body = {"inputs": [{"name": "images", "shape": [300, 28, 28, 1], "datatype": "FP32", "data": [0.0]}]}
+    response = client.post(f"/v2/models/{MODEL}/infer", json=v2_body)
+    assert response.status_code == 413 and "300 images" in response.json()["error"]
+
+
+def test_large_json_tensors_are_converted_and_large_answers_encoded_off_the_event_loop(client, monkeypatch):
+    import service.pipeline
+
+    threads: dict[str, list[str]] = {"convert": [], "encode": []}
+    convert, encode = service.pipeline.tensor_to_batch, tfserving.encode_predict
+
+    def recording(kind, fn):
+        def wrapper(*args, **kwargs):
+            threads[kind].append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(service.pipeline, "tensor_to_batch", recording("convert", convert))
+    monkeypatch.setattr(tfserving, "encode_predict", recording("encode", encode))
+    for count in (1, 64):
+        response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": np.zeros((count, 28, 28, 1)).tolist()})
+        assert response.status_code == 200
+    feature_maps = {"signature_name": "feature_maps", "instances": np.zeros((4, 28, 28, 1)).tolist()}
+    assert client.post(f"/v1/models/{MODEL}:predict", json=feature_maps).status_code == 200
+    small, large, _maps = threads["convert"]
+    assert not small.startswith("inference") and large.startswith("inference"), threads
+    assert not threads["encode"][0].startswith("inference") and threads["encode"][2].startswith("inference"), threads
+
+
+def test_v2_refuses_a_boolean_binary_data_size(client):
+    header = json.dumps(
+        {"inputs": [{"name": "images", "shape": [1, 28, 28, 1], "datatype": "FP32",
+                     "parameters": {"binary_data_size": True}}]}
+    ).encode()  # fmt: skip
+    response = client.post(
+        f"/v2/models/{MODEL}/infer",
+        content=header + b"\0" * 3136,
+        headers={"Inference-Header-Content-Length": str(len(header)), "content-type": "application/octet-stream"},
+    )
+    assert response.status_code == 400 and "binary_data_size True" in response.json()["error"]
+
+
+def test_v2_json_and_binary_answer_alike(client, fashion):
+    images = (fashion.test.images[:4, ..., np.newaxis] / 255.0).astype(np.float32)
+    body, header_length = _v2_binary(images)
+    binary = client.post(
+        f"/v2/models/{MODEL}/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": header_length, "content-type": "application/octet-stream"},
+    )
+    assert binary.status_code == 200
+    length = int(binary.headers["inference-header-content-length"])
+    meta = json.loads(binary.content[:length])
+    assert meta["id"] == "r1" and meta["outputs"][0]["shape"] == [4, 10]
+    from_binary = np.frombuffer(binary.content[length:], "<f4").reshape(4, 10)
+    as_json = client.post(
+        f"/v2/models/{MODEL}/infer",
+        json={
+            "inputs": [{"name": "images", "shape": [4, 28, 28, 1], "datatype": "FP32", "data": images.ravel().tolist()}]
+        },
+    ).json()
+    np.testing.assert_allclose(np.array(as_json["outputs"][0]["data"]).reshape(4, 10), from_binary, atol=1e-6)
+    assert struct.calcsize("<f") * 40 == len(binary.content) - length
+
+
+@pytest.mark.parametrize("value", [b"abc", b"-1", b"1e3"])
+def test_a_non_numeric_content_length_is_a_400(value):
+    import asyncio
+
+    from service.limits import BodySizeLimit
+
+    sent: list[dict] = []
+
+    async def inner(scope, receive, send):  # never reached
+        raise AssertionError("the request should have been refused")
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", value)]}
+    asyncio.run(BodySizeLimit(inner, max_bytes=1024)(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert b"Content-Length must be a whole number" in sent[1]["body"]
