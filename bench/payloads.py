@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.data import read_idx, resolve_data_dir
+from models.data import read_idx, resolve_data_dir, to_model_input
 
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 MULTIPART_BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"
@@ -36,14 +36,9 @@ def load_test_images(count: int, data_dir: Path | None = None) -> np.ndarray:
     return np.ascontiguousarray(images[:count])
 
 
-def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 ``(n, 28, 28)`` → float32 ``(n, 28, 28, 1)`` in [0, 1], the SavedModel's input."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
-
-
 def tfserving_json(image: np.ndarray) -> bytes:
     """``{"instances": [28×28×1 floats]}`` as a typical client writes it (``tolist()`` of float32)."""
-    return json.dumps({"instances": to_float(image[np.newaxis]).tolist()}).encode()
+    return json.dumps({"instances": to_model_input(image[np.newaxis]).tolist()}).encode()
 
 
 def png_multipart(image: np.ndarray) -> bytes:
@@ -66,7 +61,7 @@ def v2_binary(images: np.ndarray) -> tuple[bytes, int]:
 
     Returns the body and the length of its JSON header (``Inference-Header-Content-Length``).
     """
-    tensor = np.ascontiguousarray(to_float(images), dtype="<f4").tobytes()
+    tensor = np.ascontiguousarray(to_model_input(images), dtype="<f4").tobytes()
     header = {
         "inputs": [
             {

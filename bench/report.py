@@ -150,11 +150,17 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def find_measurement(measurements: list[dict], server: str, scenario: str, connections: int) -> dict | None:
+    """The measurement of one server in one scenario at one connection count, if it was taken."""
+    return next(
+        (m for m in measurements if (m["server"], m["scenario"], m["connections"]) == (server, scenario, connections)),
+        None,
+    )
+
+
 def _images_per_s(results: dict[str, Any], server: str, scenario: str, connections: int) -> float | None:
-    for m in results["measurements"]:
-        if (m["server"], m["scenario"], m["connections"]) == (server, scenario, connections):
-            return m["images_per_s"]
-    return None
+    found = find_measurement(results["measurements"], server, scenario, connections)
+    return found["images_per_s"] if found else None
 
 
 def _batch1_after_text(results: dict[str, Any]) -> str:

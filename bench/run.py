@@ -393,13 +393,6 @@ def merge_limits(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
 
 
 # -- targets ---------------------------------------------------------------------------------------------
-def _find(measurements: list[dict], server: str, scenario: str, connections: int) -> dict | None:
-    return next(
-        (m for m in measurements if (m["server"], m["scenario"], m["connections"]) == (server, scenario, connections)),
-        None,
-    )
-
-
 def _ratio(a: dict | None, b: dict | None) -> float | None:
     if a is None or b is None or not b["images_per_s"]:
         return None
@@ -415,8 +408,8 @@ def _bracket_text(batch1: dict[str, float | None]) -> str:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ms = results["measurements"]
     top = max((m["connections"] for m in ms if m["scenario"] == "a"), default=64)
-    served_top = _find(ms, "served", "a", top)
-    c1 = _find(ms, "served", "a", 1)
+    served_top = report.find_measurement(ms, "served", "a", top)
+    c1 = report.find_measurement(ms, "served", "a", 1)
     batch = next((m for m in ms if m["server"] == "served" and m["scenario"] == "c"), None)
     limit = results["limit"]
     batch1 = results["batch1_call_p50_ms"]
@@ -426,8 +419,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     def target(name: str, measured: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
         return {"name": name, "measured": measured, "goal": goal, "met": ok if measured is not None else None}
 
-    vs_naive = _ratio(served_top, _find(ms, "naive", "a", top))
-    vs_lit = _ratio(served_top, _find(ms, "litserve", "a", top))
+    vs_naive = _ratio(served_top, report.find_measurement(ms, "naive", "a", top))
+    vs_lit = _ratio(served_top, report.find_measurement(ms, "litserve", "a", top))
     p50 = c1["latency_ms"]["p50"] if c1 else None
     p50_ok = p50 is not None and p50 <= call_p50 + 1.5
     vs_limit = batch["images_per_s"] / limit["best"]["images_per_s"] if batch else None

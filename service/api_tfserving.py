@@ -21,10 +21,8 @@ from service.repository import ModelState, ModelVersion
 from service.routing import DirectRoute, versioned_route
 from service.runtime import Runtime
 
-router = APIRouter(prefix="/v1", tags=["tensorflow-serving"], dependencies=[Depends(require_api_key)])
-predict_router = APIRouter(
-    prefix="/v1", tags=["tensorflow-serving"], dependencies=[Depends(require_api_key)], route_class=DirectRoute
-)
+TAGS = ["tensorflow-serving"]
+router = APIRouter(prefix="/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
 
 _STATE = {ModelState.LOADING: "LOADING", ModelState.AVAILABLE: "AVAILABLE", ModelState.UNAVAILABLE: "END"}
 
@@ -105,11 +103,21 @@ _PREDICT_DOC = {
 }
 
 
-@versioned_route(
-    predict_router, "post", "/models/{name}:predict", summary="Predict (TF Serving)", openapi_extra=_PREDICT_DOC
-)
 async def predict(request: Request, name: str, version: str | None = None) -> Response:
     pipeline = request.app.state.pipeline
     pipeline.admit(name, version)  # 404, or an early 503, before the body is read
     decode = partial(tfserving.decode_predict, model=name, version=version)
     return await pipeline.handle(decode, tfserving.encode_predict, await request.body())
+
+
+def add_predict_routes(router: APIRouter, **kwargs: Any) -> None:
+    """``POST /v1/models/{name}[/versions/{version}]:predict`` as direct routes of ``router``.
+
+    The app puts them on its own router, ahead of the included ones: the hot path is matched first and
+    without the included-router indirection.
+    """
+    versioned_route(
+        router, "add_api_route", "/v1/models/{name}:predict", methods=["POST"], route_class_override=DirectRoute,
+        dependencies=[Depends(require_api_key)], tags=TAGS, summary="Predict (TF Serving)",
+        openapi_extra=_PREDICT_DOC, **kwargs,
+    )(predict)  # fmt: skip

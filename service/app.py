@@ -54,9 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.pipeline = InferencePipeline(runtime)
     install_error_handlers(app)
-    # The hot route first: the router tries routes in order.
-    for router in (api_tfserving.predict_router, health.router):
-        app.include_router(router, responses=ERROR_RESPONSES)
+    api_tfserving.add_predict_routes(app.router, responses=ERROR_RESPONSES)  # the hot path, matched first
+    app.include_router(health.router)
     for router in (api_native.router, api_tfserving.router, api_v2.router):
         app.include_router(router, responses=ERROR_RESPONSES)
     # Middlewares, innermost first.

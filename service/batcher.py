@@ -63,6 +63,11 @@ class Batcher:
         self._run = run
         self._executor = executor
         self._metrics = metrics
+        # This model's children of the shared metrics, looked up once.
+        self._queue_depth = metrics.queue_depth.labels(label)
+        self._batch_size = metrics.batch_size.labels(label)
+        self._batch_requests = metrics.batch_requests.labels(label)
+        self._inference_seconds = metrics.inference.labels(label)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_images = max_queue_images
@@ -121,7 +126,7 @@ class Batcher:
         item = _Pending(images, asyncio.get_running_loop().create_future())
         self._queue.append(item)
         self._queued_images += count
-        self._metrics.queue_depth.labels(self.label).set(self._queued_images)
+        self._queue_depth.set(self._queued_images)
         self._wakeup.set()
         try:
             async with asyncio.timeout(self.request_timeout_s):
@@ -185,13 +190,13 @@ class Batcher:
                 continue
             batch.append(item)
             rows += len(item.images)
-        self._metrics.queue_depth.labels(self.label).set(self._queued_images)
+        self._queue_depth.set(self._queued_images)
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
         inputs = batch[0].images if len(batch) == 1 else np.concatenate([item.images for item in batch])
-        self._metrics.batch_size.labels(self.label).observe(len(inputs))
-        self._metrics.batch_requests.labels(self.label).observe(len(batch))
+        self._batch_size.observe(len(inputs))
+        self._batch_requests.observe(len(batch))
         started = time.perf_counter()
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
@@ -209,7 +214,7 @@ class Batcher:
                     item.future.set_exception(InferenceFailed(f"inference failed on model {self.label}"))
             return
         finally:
-            self._metrics.inference.labels(self.label).observe(time.perf_counter() - started)
+            self._inference_seconds.observe(time.perf_counter() - started)
         offset = 0
         for item in batch:
             rows = len(item.images)

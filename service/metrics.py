@@ -48,13 +48,27 @@ class Metrics:
 class MetricsMiddleware:
     """Counts requests and latency by route template and model.
 
-    Labels never carry a raw path or an unknown model name, so a client cannot grow the label set.
+    Labels never carry a raw path or an unknown model name, so a client cannot grow the label set; the
+    labelled children are looked up once per label set, not on every request.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, known_models: Callable[[], Collection[str]]) -> None:
         self.app = app
         self.metrics = metrics
         self.known_models = known_models
+        self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+
+    def _observe(self, method: str, template: str, model: str, status: int, seconds: float) -> None:
+        key = (method, template, model, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(method, template, model, str(status)),
+                self.metrics.latency.labels(method, template, model),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +89,4 @@ class MetricsMiddleware:
             template = getattr(scope.get("route"), "path", "unmatched")
             name = scope.get("path_params", {}).get("name", "")
             model = name if name in self.known_models() else ("unknown" if name else "")
-            method = scope["method"]
-            self.metrics.requests.labels(method, template, model, str(status)).inc()
-            self.metrics.latency.labels(method, template, model).observe(time.perf_counter() - started)
+            self._observe(scope["method"], template, model, status, time.perf_counter() - started)

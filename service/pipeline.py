@@ -86,17 +86,21 @@ class InferencePipeline:
             raise PayloadTooLarge(f"{request.count} images in one request exceeds the limit of {limit}{what}")
 
     async def _model_input(self, request: InferenceRequest, card: ModelCard) -> np.ndarray:
-        if request.images is not None:
+        """The validated model input. The request lets go of its input here: a JSON tensor is hundreds of
+        lists per image, and keeping them alive while the request waits for its batch makes every garbage
+        collection scan them."""
+        blobs, tensor = request.images, request.tensor
+        request.images = request.tensor = None
+        if blobs is not None:
             height, width = card.input_shape[:2]
-            big = sum(map(len, request.images)) > _OFFLOAD_BYTES
             return await self._call(
-                big, images_to_batch, request.images, height, width,
+                sum(map(len, blobs)) > _OFFLOAD_BYTES, images_to_batch, blobs, height, width,
                 polarity=request.polarity, max_pixels=self.settings.max_image_pixels,
             )  # fmt: skip
-        if request.tensor is None:
+        if tensor is None:
             raise InvalidInput("no images in the request")
-        big = not isinstance(request.tensor.values, np.ndarray) and request.tensor.elements > _OFFLOAD_ELEMENTS
-        return await self._call(big, tensor_to_batch, request.tensor, card.input_shape)
+        big = not isinstance(tensor.values, np.ndarray) and tensor.elements > _OFFLOAD_ELEMENTS
+        return await self._call(big, tensor_to_batch, tensor, card.input_shape)
 
     async def _feature_maps(self, model: ModelVersion, images: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         """Every asked layer's activations, at most ``max_concurrent_feature_maps`` calls at once."""

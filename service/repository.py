@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ class ModelVersion:
     card: ModelCard | None = None
     saved_model: Any = None  # the loaded trackable; keeps the signatures' variables alive
 
-    @property
+    @cached_property
     def label(self) -> str:
         return f"{self.name}:{self.version}"
 

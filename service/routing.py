@@ -8,19 +8,24 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
+from starlette.routing import request_response
+from starlette.types import Receive, Scope, Send
 
 
 def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) -> Callable:
     """Register one handler at ``path`` (the default version) and at its ``/versions/{version}`` twin.
 
-    ``path`` starts with ``/models/{name}``; the handler takes ``version: ... | None = None``.
+    ``path`` holds ``/models/{name}``; the handler takes ``version: ... | None = None``. ``method`` names
+    the router's decorator (``get``, ``post``) or ``add_api_route``.
     """
 
     def register(handler: Callable) -> Callable:
         versioned = path.replace("/models/{name}", "/models/{name}/versions/{version}", 1)
-        decorate = getattr(router, method)
-        decorate(versioned, **kwargs)(handler)
-        decorate(path, **kwargs)(handler)
+        for route_path in (path, versioned):
+            if method == "add_api_route":
+                router.add_api_route(route_path, handler, **kwargs)
+            else:
+                getattr(router, method)(route_path, **kwargs)(handler)
         return handler
 
     return register
@@ -29,13 +34,24 @@ def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) ->
 class DirectRoute(APIRoute):
     """An API route whose endpoint is called as ``endpoint(request, **path_params)``, nothing in between.
 
-    FastAPI's per-request dependency solving and parameter validation cost about as much CPU as a small
-    request's whole inference path; a direct endpoint reads its body itself and returns a
-    :class:`~starlette.responses.Response`. Everything else stays FastAPI's: routing, ``path_params``,
-    ``scope["route"]`` (metrics labels), exception handlers, and the OpenAPI entry, which is built from
-    the endpoint's signature and ``openapi_extra`` as for any route. The route's dependencies (e.g. its
-    router's) run first and must take only the :class:`~fastapi.Request`.
+    FastAPI's per-request dependency solving, parameter validation and dependency exit stacks cost about
+    as much CPU as a small request's whole inference path; a direct endpoint reads its body itself and
+    returns a :class:`~starlette.responses.Response`, served through Starlette's plain request/response
+    wrapper. Everything else stays the framework's: routing, ``path_params``, ``scope["route"]`` (metrics
+    labels), the app's exception handlers, and the OpenAPI entry, which is built from the endpoint's
+    signature and ``openapi_extra`` as for any route. The route's dependencies (e.g. its router's) run
+    first and must take only the :class:`~fastapi.Request`.
     """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self._direct_app = request_response(self.get_route_handler())
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            await super().handle(scope, receive, send)  # the framework's 405
+            return
+        await self._direct_app(scope, receive, send)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint

@@ -109,3 +109,27 @@ def test_tensor_input_counts_images_without_converting():
     assert TensorInput([[[0.0] * 28] * 28] * 3).count == 3
     assert TensorInput([0.0] * 784 * 5, shape=(5, 28, 28, 1)).count == 5
     assert TensorInput([[[0.0] * 28] * 28] * 3).elements == 3 * 28 * 28
+
+
+def test_pixel_limit_is_ours_and_decoding_leaves_warning_filters_alone():
+    """A header of 10,000 × 10,000 (above Pillow's own warning level) is refused by the server's own check,
+    and decoding in many threads at once changes no process-wide warning filter."""
+    import struct
+    import warnings
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 0, 0, 0, 0)
+    forged = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pytest.raises(PayloadTooLarge, match="10000×10000 = 100000000 pixels exceeds the limit of 40000000"):
+            open_image(forged, 40_000_000)
+    filters = list(warnings.filters)
+    good = png_bytes(np.zeros((28, 28), np.uint8))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: open_image(good, 10**6), range(400)))
+    assert warnings.filters == filters
