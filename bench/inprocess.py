@@ -16,19 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import INPUT_NAME, OUTPUT_NAME, SERVING_SIGNATURE
+from models.data import to_model_input
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _signature(model_dir: Path):
     import tensorflow as tf
 
-    return tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    return tf.saved_model.load(str(model_dir)).signatures[SERVING_SIGNATURE]
 
 
 def _call(signature, batch: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
-    return signature(images=tf.constant(batch))["probabilities"].numpy()
+    return signature(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy()
 
 
 def throughput(signature, images: np.ndarray, batch_size: int, seconds: float) -> dict[str, float]:
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per batch size")
     args = parser.parse_args(argv)
-    images = (np.load(args.images).astype(np.float32) / 255.0)[..., np.newaxis]
+    images = to_model_input(np.load(args.images))
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     print(json.dumps(measure(args.model, images, sizes, args.seconds)))
 

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
-from starlette.routing import request_response
 from starlette.types import Receive, Scope, Send
 
 
@@ -36,22 +35,23 @@ class DirectRoute(APIRoute):
 
     FastAPI's per-request dependency solving, parameter validation and dependency exit stacks cost about
     as much CPU as a small request's whole inference path; a direct endpoint reads its body itself and
-    returns a :class:`~starlette.responses.Response`, served through Starlette's plain request/response
-    wrapper. Everything else stays the framework's: routing, ``path_params``, ``scope["route"]`` (metrics
-    labels), the app's exception handlers, and the OpenAPI entry, which is built from the endpoint's
-    signature and ``openapi_extra`` as for any route. The route's dependencies (e.g. its router's) run
-    first and must take only the :class:`~fastapi.Request`.
+    returns a :class:`~starlette.responses.Response`. Everything else stays the framework's: routing,
+    ``path_params``, ``scope["route"]`` (metrics labels), the app's exception handlers (an exception
+    propagates to the app's exception middleware, which renders it as for any route), and the OpenAPI
+    entry, built from the endpoint's signature and ``openapi_extra`` as for any route. The route's
+    dependencies (e.g. its router's) run first and must take only the :class:`~fastapi.Request`.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        self._direct_app = request_response(self.get_route_handler())
+        self._handler = self.get_route_handler()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
             await super().handle(scope, receive, send)  # the framework's 405
             return
-        await self._direct_app(scope, receive, send)
+        response = await self._handler(Request(scope, receive, send))
+        await response(scope, receive, send)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
