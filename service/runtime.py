@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import os
+from collections.abc import KeysView
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -89,8 +90,9 @@ class Runtime:
 
     # -- lookups -----------------------------------------------------------------------------------
     @property
-    def model_names(self) -> set[str]:
-        return set(self.repository.models)
+    def model_names(self) -> KeysView[str]:
+        """The names of every discovered model (a live view: no copy per request)."""
+        return self.repository.models.keys()
 
     def is_ready(self, model: ModelVersion) -> bool:
         batcher = self._batchers.get(model.label)
