@@ -19,7 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Builders: a virtual environment in /opt/venv that the runtime stage copies whole.
 # Dependencies are installed against an empty stub of the project first, so that their large
 # layer is rebuilt only when pyproject.toml or constraints.txt change, not on every source edit.
-# (README.md only feeds package metadata, so the stub's empty one stays.)
+# (README.md only feeds package metadata, so the stub's empty one stays.) The stub's build directory is
+# removed: its files are newer than the sources copied next, and setuptools would install them instead.
 FROM base AS builder
 RUN python -m venv /opt/venv
 WORKDIR /src
@@ -27,7 +28,8 @@ COPY pyproject.toml constraints.txt ./
 RUN mkdir contract models service && touch README.md contract/__init__.py models/__init__.py service/__init__.py
 
 FROM builder AS build-cpu
-RUN pip install --no-cache-dir -c constraints.txt '.[cpu]' && pip uninstall -y cnn-serving
+RUN pip install --no-cache-dir -c constraints.txt '.[cpu]' && pip uninstall -y cnn-serving \
+ && rm -rf build *.egg-info
 COPY contract ./contract
 COPY models ./models
 COPY service ./service
@@ -59,7 +61,8 @@ COPY model_repository /app/model_repository
 
 # The GPU build stage comes after `cpu`, so the legacy builder stops before it for --target cpu.
 FROM builder AS build-gpu
-RUN pip install --no-cache-dir -c constraints.txt '.[gpu]' && pip uninstall -y cnn-serving
+RUN pip install --no-cache-dir -c constraints.txt '.[gpu]' && pip uninstall -y cnn-serving \
+ && rm -rf build *.egg-info
 COPY contract ./contract
 COPY models ./models
 COPY service ./service

@@ -263,3 +263,33 @@ def test_a_non_numeric_content_length_is_a_400(value):
     asyncio.run(BodySizeLimit(inner, max_bytes=1024)(scope, receive, send))
     assert sent[0]["status"] == 400
     assert b"Content-Length must be a whole number" in sent[1]["body"]
+
+
+def test_feature_map_waiters_get_503_when_no_slot_frees_in_time(bundled_repository, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.repository import ModelVersion
+    from service.settings import Settings
+
+    entered, release = threading.Event(), threading.Event()
+    original = ModelVersion.feature_maps
+
+    def blocked(self, images, layers):
+        entered.set()
+        release.wait(10)
+        return original(self, images, layers)
+
+    settings = Settings(
+        model_repository=bundled_repository, models=["lenet5"], max_concurrent_feature_maps=1, request_timeout_s=0.5
+    )
+    body = {"tensor": np.zeros((28, 28)).tolist()}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client, ThreadPoolExecutor(2) as pool:
+        monkeypatch.setattr(ModelVersion, "feature_maps", blocked)  # after the warm-up at start
+        first = pool.submit(client.post, "/api/v1/models/lenet5/feature-maps", json=body)
+        assert entered.wait(10)  # the first call holds the only slot
+        second = client.post("/api/v1/models/lenet5/feature-maps", json=body)
+        release.set()
+        assert first.result().status_code == 200
+    assert second.status_code == 503 and "retry shortly" in second.json()["error"]
+    assert second.headers["retry-after"] == "1"
