@@ -65,6 +65,23 @@ def input_contract(model: keras.Model) -> TensorSpec:
     )
 
 
+def staging_dir(target: Path) -> Path:
+    """Where a version is written before it is published: a hidden sibling no server loads."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def publish(staged: Path, *, overwrite: bool = False) -> Path:
+    """Rename a staged version directory into place, so a watching server sees it whole or not at all."""
+    target = staged.with_name(staged.name.removeprefix(".").removesuffix(".partial"))
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True or choose another version")
+        shutil.rmtree(target)
+    staged.rename(target)
+    logger.info("Published %s", target)
+    return target
+
+
 def export_model(
     model: keras.Model,
     repository: str | Path,
@@ -76,15 +93,19 @@ def export_model(
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     overwrite: bool = False,
+    publish_now: bool = True,
 ) -> Path:
-    """Write the SavedModel and its model card; return the version directory."""
+    """Write the SavedModel and its model card into a staging directory and publish it (write, then
+    rename); return the version directory. With ``publish_now=False`` return the staging directory, for
+    the caller to finish (say, add test metrics to the card) and :func:`publish`."""
     model_dir = Path(repository) / name
     version = version or next_version(model_dir)
     target = model_dir / str(version)
-    if target.exists():
-        if not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True or choose another version")
-        shutil.rmtree(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True or choose another version")
+    staged = staging_dir(target)
+    if staged.exists():  # left over from an interrupted export
+        shutil.rmtree(staged)
 
     shape = [None, *model.inputs[0].shape[1:]]
     spec = tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)
@@ -106,7 +127,7 @@ def export_model(
         return tap_model(images, training=False)
 
     tf.saved_model.save(
-        servable, str(target), signatures={SERVING_SIGNATURE: serve, FEATURE_MAPS_SIGNATURE: feature_maps}
+        servable, str(staged), signatures={SERVING_SIGNATURE: serve, FEATURE_MAPS_SIGNATURE: feature_maps}
     )
 
     card = ModelCard(
@@ -126,6 +147,6 @@ def export_model(
         training=training or {},
         summary=summarize(model),
     )
-    card.write(target)
-    logger.info("Exported %s version %s to %s", name, version, target)
-    return target
+    card.write(staged)
+    logger.info("Exported %s version %s to %s", name, version, staged)
+    return publish(staged, overwrite=overwrite) if publish_now else staged

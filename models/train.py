@@ -19,7 +19,7 @@ from contract import DEFAULT_REPOSITORY, ModelCard
 from models import architectures
 from models.data import Split, load_fashion_mnist, to_model_input
 from models.evaluate import evaluate_saved_model
-from models.export import export_model
+from models.export import export_model, publish
 from models.summary import format_table, summarize
 
 logger = logging.getLogger("models.train")
@@ -131,7 +131,7 @@ def train(args: argparse.Namespace) -> Path:
         "seed": args.seed,
         "training_time_s": round(training_time, 1),
     }
-    target = export_model(
+    staged = export_model(
         model,
         args.repository,
         args.name or args.arch,
@@ -141,14 +141,17 @@ def train(args: argparse.Namespace) -> Path:
         overwrite=args.overwrite,
         metrics={"validation_accuracy": round(float(val_acc[best_epoch - 1]), 4)},
         training=training,
+        publish_now=False,
     )
-    # The test set is used exactly once, on the exported artefact, and the card records that figure.
-    test = evaluate_saved_model(target, data.test)
-    card = ModelCard.read(target)
+    # The test set is used exactly once, on the exported artefact, and the card records that figure;
+    # then the version is published whole (a watching server never sees it without its test figures).
+    test = evaluate_saved_model(staged, data.test)
+    card = ModelCard.read(staged)
     card.metrics.update(
         test_accuracy=test.accuracy, test_loss=round(test.loss, 4), test_correct=test.correct, test_samples=test.samples
     )
-    card.write(target)
+    card.write(staged)
+    target = publish(staged, overwrite=args.overwrite)
     logger.info(
         "best epoch %d (val acc %.4f); test accuracy %.4f (%d/%d), loss %.4f; %.0fs; exported to %s",
         best_epoch, val_acc[best_epoch - 1], test.accuracy, test.correct, test.samples, test.loss,

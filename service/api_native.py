@@ -9,26 +9,30 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from contract import ModelSummary
 from service.codecs import native
-from service.dependencies import get_pipeline, get_runtime, require_api_key
+from service.dependencies import get_pipeline, get_runtime, require_api_key, require_model_control
 from service.errors import NotFound
+from service.model_config import LABEL_PATTERN
 from service.pipeline import InferencePipeline
+from service.repository import ModelVersion
 from service.request import Operation, Polarity
-from service.routing import versioned_route
+from service.routing import version_ref, versioned_route
 from service.runtime import Runtime
 from service.schemas import (
     FeatureMapsJSONRequest,
     FeatureMapsResponse,
+    LabelAssignment,
     ModelDetail,
     ModelEntry,
     ModelList,
     PredictJSONRequest,
     PredictResponse,
+    Transition,
     VersionStatus,
 )
 
@@ -66,29 +70,67 @@ async def _read_body(request: Request, media: str) -> bytes | list[bytes]:
 
 
 # -- models and summaries ---------------------------------------------------------------------------
-@router.get("/models", response_model=ModelList, summary="List models and their versions")
-async def list_models(runtime: Annotated[Runtime, Depends(get_runtime)]) -> ModelList:
-    return ModelList(
-        models=[
-            ModelEntry(
-                name=name,
-                default_version=runtime.find(name).version,
-                versions=[
-                    VersionStatus(version=v.version, state=v.state.value, error=v.error) for v in versions.values()
-                ],
-            )
-            for name, versions in sorted(runtime.repository.models.items())
-        ]
+def _version_status(model: ModelVersion) -> VersionStatus:
+    transitions = [Transition(state=state.value, at=at) for state, at in model.transitions]
+    return VersionStatus(version=model.version, state=model.state.value, error=model.error, transitions=transitions)
+
+
+def _model_entry(runtime: Runtime, name: str) -> ModelEntry:
+    versions = runtime.repository.versions(name)
+    default = runtime.find(name) if versions else None
+    labels = {label: runtime.find(name, label).version for label in runtime.repository.labels.get(name, {})}
+    return ModelEntry(
+        name=name,
+        default_version=default.version if default and runtime.is_ready(default) else None,
+        labels=labels,
+        versions=[_version_status(v) for v in versions],
     )
+
+
+@router.get("/models", response_model=ModelList, summary="List models, their versions, states and labels")
+async def list_models(runtime: Annotated[Runtime, Depends(get_runtime)]) -> ModelList:
+    return ModelList(models=[_model_entry(runtime, name) for name in sorted(runtime.model_names)])
+
+
+@router.put(
+    "/models/{name}/labels/{label}",
+    response_model=ModelEntry,
+    summary="Point a version label at an AVAILABLE version",
+    description="Holds until the model config file changes. 400 when the version is not AVAILABLE, "
+    "404 when it does not exist; 403 when model control is turned off.",
+    dependencies=[Depends(require_model_control)],
+)
+async def set_label(
+    name: str,
+    label: Annotated[str, Path(pattern=LABEL_PATTERN)],
+    body: LabelAssignment,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+) -> ModelEntry:
+    runtime.set_label(name, label, body.version)
+    return _model_entry(runtime, name)
+
+
+@router.delete(
+    "/models/{name}/labels/{label}",
+    response_model=ModelEntry,
+    summary="Remove a version label",
+    dependencies=[Depends(require_model_control)],
+)
+async def delete_label(name: str, label: str, runtime: Annotated[Runtime, Depends(get_runtime)]) -> ModelEntry:
+    runtime.set_label(name, label, None)
+    return _model_entry(runtime, name)
 
 
 @versioned_route(
     router, "get", "/models/{name}", response_model=ModelDetail, summary="Model card: architecture, input, classes"
 )
 async def model_detail(
-    name: str, runtime: Annotated[Runtime, Depends(get_runtime)], version: int | None = None
+    name: str,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    version: int | None = None,
+    label: str | None = None,
 ) -> ModelDetail:
-    model = runtime.find(name, version)
+    model = runtime.find(name, version_ref(version, label))
     detail = ModelDetail(name=model.name, version=model.version, state=model.state.value, error=model.error)
     if model.card is None:
         return detail
@@ -112,9 +154,12 @@ async def model_detail(
     router, "get", "/models/{name}/summary", response_model=ModelSummary, summary="Per-layer architecture summary"
 )
 async def model_summary(
-    name: str, runtime: Annotated[Runtime, Depends(get_runtime)], version: int | None = None
+    name: str,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    version: int | None = None,
+    label: str | None = None,
 ) -> ModelSummary:
-    model = runtime.find(name, version)
+    model = runtime.find(name, version_ref(version, label))
     if model.card is None or model.card.summary is None:
         raise NotFound(f"model {model.label} has no layer summary ({model.state.value})")
     return model.card.summary
@@ -136,13 +181,15 @@ async def predict(
     request: Request,
     pipeline: Annotated[InferencePipeline, Depends(get_pipeline)],
     version: int | None = None,
+    label: str | None = None,
     top: Annotated[int | None, Query(alias="top_k", ge=1, description="How many classes to rank.")] = None,
     polarity: Annotated[Polarity, Query(description="auto: invert light backgrounds.")] = Polarity.auto,
 ) -> Response:
-    pipeline.admit(name, version)  # 404, or an early 503, before the body is read
+    ref = version_ref(version, label)
+    pipeline.admit(name, ref)  # 404, or an early 503, before the body is read
     media = native.media_type(request.headers.get("content-type"))
     decode = partial(
-        native.decode_predict, media=media, model=name, version=version,
+        native.decode_predict, media=media, model=name, version=ref,
         top_k=top or pipeline.settings.default_top_k, polarity=polarity,
     )  # fmt: skip
     return await pipeline.handle(decode, native.encode_predict, await _read_body(request, media))
@@ -164,15 +211,17 @@ async def feature_maps(
     request: Request,
     pipeline: Annotated[InferencePipeline, Depends(get_pipeline)],
     version: int | None = None,
+    label: str | None = None,
     layer: Annotated[str | None, Query(description="Layer name; all layers when omitted (JSON only).")] = None,
     format: Annotated[Literal["json", "png"] | None, Query(description="Response format.")] = None,
     polarity: Annotated[Polarity, Query()] = Polarity.auto,
 ) -> Response:
-    pipeline.admit(name, version, Operation.feature_maps)
+    ref = version_ref(version, label)
+    pipeline.admit(name, ref, Operation.feature_maps)
     media = native.media_type(request.headers.get("content-type"))
     as_png = format == "png" or (format is None and "image/png" in request.headers.get("accept", ""))
     decode = partial(
-        native.decode_feature_maps, media=media, model=name, version=version,
+        native.decode_feature_maps, media=media, model=name, version=ref,
         layer=layer, as_png=as_png, polarity=polarity,
     )  # fmt: skip
     return await pipeline.handle(decode, native.encode_feature_maps, await _read_body(request, media))

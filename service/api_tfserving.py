@@ -17,14 +17,12 @@ from fastapi.responses import Response
 from contract import FEATURE_MAPS_SIGNATURE, SERVING_SIGNATURE
 from service.codecs import tfserving
 from service.dependencies import get_runtime, require_api_key
-from service.repository import ModelState, ModelVersion
-from service.routing import DirectRoute, versioned_route
+from service.repository import ModelVersion, VersionState
+from service.routing import DirectRoute, version_ref, versioned_route
 from service.runtime import Runtime
 
 TAGS = ["tensorflow-serving"]
 router = APIRouter(prefix="/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
-
-_STATE = {ModelState.LOADING: "LOADING", ModelState.AVAILABLE: "AVAILABLE", ModelState.UNAVAILABLE: "END"}
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
@@ -32,11 +30,12 @@ def _json(content: Any, status_code: int = 200) -> Response:
 
 
 def _status(model: ModelVersion) -> dict[str, Any]:
-    ok = model.state is not ModelState.UNAVAILABLE
+    """TF Serving's ``ModelVersionStatus``: a failed load is END with its error."""
+    failed = model.state is VersionState.END and model.error is not None
     return {
         "version": str(model.version),
-        "state": _STATE.get(model.state, "UNKNOWN"),
-        "status": {"error_code": "OK" if ok else "UNKNOWN", "error_message": "" if ok else (model.error or "")},
+        "state": model.state.value,
+        "status": {"error_code": "UNKNOWN" if failed else "OK", "error_message": model.error if failed else ""},
     }
 
 
@@ -70,23 +69,26 @@ def _signature_defs(model: ModelVersion) -> dict[str, Any]:
     }
 
 
-@versioned_route(router, "get", "/models/{name}", summary="Model version status")
+@versioned_route(router, "get", "/models/{name}", summary="Model version status (newest first)")
 async def model_status(
-    name: str, runtime: Annotated[Runtime, Depends(get_runtime)], version: str | None = None
+    name: str,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    version: str | None = None,
+    label: str | None = None,
 ) -> Response:
-    if version is not None:
-        models = [runtime.find(name, version)]
-    else:
-        runtime.find(name)  # the 404 for an unknown model
-        models = list(runtime.repository.models[name].values())
-    return _json({"model_version_status": [_status(m) for m in sorted(models, key=lambda m: -m.version)]})
+    ref = version_ref(version, label)
+    models = [runtime.find(name, ref)] if ref is not None else runtime.repository.versions(name)
+    return _json({"model_version_status": [_status(m) for m in models]})
 
 
 @versioned_route(router, "get", "/models/{name}/metadata", summary="Signature metadata")
 async def model_metadata(
-    name: str, runtime: Annotated[Runtime, Depends(get_runtime)], version: str | None = None
+    name: str,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    version: str | None = None,
+    label: str | None = None,
 ) -> Response:
-    model = runtime.served(name, version).version
+    model = runtime.served(name, version_ref(version, label)).version
     return _json(
         {
             "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
@@ -103,15 +105,16 @@ _PREDICT_DOC = {
 }
 
 
-async def predict(request: Request, name: str, version: str | None = None) -> Response:
+async def predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
     pipeline = request.app.state.pipeline
-    pipeline.admit(name, version)  # 404, or an early 503, before the body is read
-    decode = partial(tfserving.decode_predict, model=name, version=version)
+    ref = version_ref(version, label)
+    pipeline.admit(name, ref)  # 404, or an early 503, before the body is read
+    decode = partial(tfserving.decode_predict, model=name, version=ref)
     return await pipeline.handle(decode, tfserving.encode_predict, await request.body())
 
 
 def add_predict_routes(router: APIRouter, **kwargs: Any) -> None:
-    """``POST /v1/models/{name}[/versions/{version}]:predict`` as direct routes of ``router``.
+    """``POST /v1/models/{name}[/versions/{version}|/labels/{label}]:predict`` as direct routes of ``router``.
 
     The app puts them on its own router, ahead of the included ones: the hot path is matched first and
     without the included-router indirection.

@@ -17,7 +17,7 @@ from service import SERVER_NAME, __version__
 from service.codecs import v2
 from service.dependencies import get_pipeline, get_runtime, require_api_key
 from service.pipeline import InferencePipeline
-from service.routing import versioned_route
+from service.routing import version_ref, versioned_route
 from service.runtime import Runtime
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)])
@@ -29,14 +29,18 @@ def _json(content: Any, status_code: int = 200) -> Response:
 
 @router.get("", response_model=v2.ServerMetadata, summary="Server metadata")
 async def server_metadata() -> v2.ServerMetadata:
-    return v2.ServerMetadata(name=SERVER_NAME, version=__version__, extensions=["binary_tensor_data"])
+    extensions = ["binary_tensor_data", "model_repository"]
+    return v2.ServerMetadata(name=SERVER_NAME, version=__version__, extensions=extensions)
 
 
 @versioned_route(router, "get", "/models/{name}", response_model=v2.ModelMetadata, summary="Model metadata")
 async def model_metadata(
-    name: str, runtime: Annotated[Runtime, Depends(get_runtime)], version: str | None = None
+    name: str,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    version: str | None = None,
+    label: str | None = None,
 ) -> v2.ModelMetadata:
-    served = runtime.served(name, version)
+    served = runtime.served(name, version_ref(version, label))
     card = served.card
     return v2.ModelMetadata(
         name=served.version.name,
@@ -56,9 +60,12 @@ async def model_metadata(
     responses={503: {"model": v2.ModelReady}},
 )
 async def model_ready(
-    name: str, runtime: Annotated[Runtime, Depends(get_runtime)], version: str | None = None
+    name: str,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    version: str | None = None,
+    label: str | None = None,
 ) -> Response:
-    model = runtime.find(name, version)
+    model = runtime.find(name, version_ref(version, label))
     ready = runtime.is_ready(model)
     return _json({"name": model.name, "ready": ready}, 200 if ready else 503)
 
@@ -100,7 +107,9 @@ async def infer(
     request: Request,
     pipeline: Annotated[InferencePipeline, Depends(get_pipeline)],
     version: str | None = None,
+    label: str | None = None,
 ) -> Response:
-    pipeline.admit(name, version)
-    decode = partial(v2.decode_infer, model=name, version=version, header_length=request.headers.get(v2.HEADER_LENGTH))
+    ref = version_ref(version, label)
+    pipeline.admit(name, ref)
+    decode = partial(v2.decode_infer, model=name, version=ref, header_length=request.headers.get(v2.HEADER_LENGTH))
     return await pipeline.handle(decode, v2.encode_infer, await request.body())

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import __version__, api_native, api_tfserving, api_v2, health
+from service import __version__, api_native, api_repository, api_tfserving, api_v2, health
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.limits import BodySizeLimit
 from service.metrics import Metrics, MetricsMiddleware
@@ -29,7 +29,11 @@ Three APIs share one batched inference path:
 - **native** (`/api/v1`): multipart uploads, raw images, base64 or tensor JSON; top-k with class names;
   feature maps as arrays or PNG grids; layer summaries;
 - **TensorFlow Serving REST** (`/v1/models/...`);
-- **Open Inference Protocol v2** (`/v2/...`, KServe/Triton), including binary tensors.
+- **Open Inference Protocol v2** (`/v2/...`, KServe/Triton), including binary tensors and the model
+  repository extension (index, load, unload).
+
+New model versions go live while requests flow: the repository is polled, each model's version policy
+picks its versions, and version labels (`/labels/{label}`) work wherever a version number does.
 
 Errors are JSON `{"error": "..."}` with a 4xx status for anything wrong with the request.
 """
@@ -56,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     api_tfserving.add_predict_routes(app.router, responses=ERROR_RESPONSES)  # the hot path, matched first
     app.include_router(health.router)
-    for router in (api_native.router, api_tfserving.router, api_v2.router):
+    for router in (api_native.router, api_tfserving.router, api_v2.router, api_repository.router):
         app.include_router(router, responses=ERROR_RESPONSES)
     # Middlewares, innermost first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

@@ -6,7 +6,7 @@ import secrets
 
 from fastapi import Request
 
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 from service.pipeline import InferencePipeline
 from service.runtime import Runtime
 
@@ -33,3 +33,12 @@ async def require_api_key(request: Request) -> None:
         supplied = authorization[7:].strip()
     if not supplied or not secrets.compare_digest(supplied.encode(), expected.encode()):
         raise Unauthorized("missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+
+
+async def require_model_control(request: Request) -> None:
+    """Management calls (load, unload, labels) only when ``CNN_ALLOW_MODEL_CONTROL`` allows them."""
+    if not request.app.state.settings.model_control_allowed:
+        raise Forbidden(
+            "model control is turned off: set CNN_ALLOW_MODEL_CONTROL=true (and CNN_API_KEY when the server "
+            "is reachable from other hosts)"
+        )

@@ -43,6 +43,18 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class Forbidden(ServiceError):
+    """A management call while model control is turned off."""
+
+    status_code = 403
+
+
+class ModelLoadFailed(ServiceError):
+    """An explicit load found no version that loads (400, as the repository extension answers)."""
+
+    status_code = 400
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
 
@@ -79,8 +91,8 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "4XX": {
         "model": ErrorBody,
-        "description": "Invalid request: bad input (400, 422), missing API key (401), unknown model, version or "
-        "layer (404), too large (413), unsupported media type (415)",
+        "description": "Invalid request: bad input (400, 422), missing API key (401), model control turned off "
+        "(403), unknown model, version, label or layer (404), too large (413), unsupported media type (415)",
     },
     503: {"model": ErrorBody, "description": "Model not ready, or overloaded (retry after `Retry-After` seconds)"},
     504: {"model": ErrorBody, "description": "Inference timed out"},

@@ -1,7 +1,8 @@
 """Liveness, readiness (native and v2 paths) and the Prometheus endpoint.
 
-Liveness: the process answers. Readiness: at least one model is loaded, warmed up and has a live
-batch worker, and every model explicitly requested through ``CNN_MODELS`` is among them.
+Liveness: the process answers. Readiness: the first load is done, at least one version is AVAILABLE
+(loaded, warmed up, with a live batch worker), and every model named in ``CNN_MODELS`` or the model
+config file has an AVAILABLE version.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from service.schemas import Liveness, Readiness
 router = APIRouter(tags=["health"])
 
 
-def readiness(request: Request) -> tuple[bool, dict[str, str]]:
-    return request.app.state.runtime.readiness()
-
-
 @router.get("/health/live", response_model=Liveness, summary="Liveness")
 @router.get("/v2/health/live", response_model=Liveness, summary="Liveness (v2)", tags=["open-inference-protocol-v2"])
 async def live() -> Liveness:
@@ -27,7 +24,7 @@ async def live() -> Liveness:
 
 @router.get("/health/ready", response_model=Readiness, summary="Readiness", responses={503: {"model": Readiness}})
 async def ready(request: Request) -> JSONResponse:
-    is_ready, states = readiness(request)
+    is_ready, states = request.app.state.runtime.readiness()
     return JSONResponse({"ready": is_ready, "models": states}, status_code=200 if is_ready else 503)
 
 
@@ -38,7 +35,7 @@ async def ready(request: Request) -> JSONResponse:
     responses={503: {"description": "Not ready"}},
 )
 async def ready_v2(request: Request) -> JSONResponse:
-    is_ready, _ = readiness(request)
+    is_ready, _ = request.app.state.runtime.readiness()
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 

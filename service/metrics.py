@@ -1,7 +1,8 @@
-"""Prometheus metrics: requests, latency, batch sizes, queue depth and inference time."""
+"""Prometheus metrics: requests, latency, batch sizes, queue depth, inference time and model lifecycle."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Collection
 
@@ -10,6 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+REJECT_REASONS = ("queue_full", "queue_timeout")
+_LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class Metrics:
@@ -43,6 +46,31 @@ class Metrics:
             "cnn_rejected_total", "Requests refused before inference, by reason.", ["model", "reason"],
             registry=self.registry,
         )  # fmt: skip
+        # Model lifecycle, labelled by model name (versions come and go; names are the repository's).
+        self.versions = Gauge(
+            "cnn_model_versions", "Model versions by state.", ["model", "state"], registry=self.registry
+        )
+        self.loads = Counter(
+            "cnn_model_loads_total", "Version loads by result (success, failure).", ["model", "result"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.unloads = Counter("cnn_model_unloads_total", "Versions unloaded.", ["model"], registry=self.registry)
+        self.load_seconds = Histogram(
+            "cnn_model_load_seconds", "Time to load a version's SavedModel and card.", ["model"],
+            buckets=_LOAD_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.warmup_seconds = Histogram(
+            "cnn_model_warmup_seconds", "Time to warm a loaded version up.", ["model"],
+            buckets=_LOAD_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+    def forget_version(self, label: str) -> None:
+        """Drop an unloaded version's per-version series (``name:version`` labels)."""
+        series = [(m, (label,)) for m in (self.batch_size, self.batch_requests, self.queue_depth, self.inference)]
+        series += [(self.rejected, (label, reason)) for reason in REJECT_REASONS]
+        for metric, labels in series:
+            with contextlib.suppress(KeyError):  # never observed
+                metric.remove(*labels)
 
 
 class MetricsMiddleware:

@@ -4,7 +4,8 @@ A route reads the body and hands :meth:`InferencePipeline.handle` the dialect's 
 ``encode``; everything in between happens here, top to bottom:
 
 1. decode the wire format into an :class:`~service.request.InferenceRequest` (in a thread if the body is large);
-2. look up the ready model version (404 unknown, 503 not ready);
+2. look up the ready model version (404 unknown, 503 not ready) and hold it: an unload waits for the
+   request to finish;
 3. check the request against the model's signature: input name, outputs, layers;
 4. check the image count against the limits, before any pixel is converted;
 5. turn images or tensors into the validated model input (in a thread if large);
@@ -62,17 +63,17 @@ class InferencePipeline:
         return await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
 
     async def run(self, request: InferenceRequest) -> InferenceResult:
-        served = self.runtime.served(request.model, request.version)
-        model, card = served.version, served.card
-        layers = _checked_outputs(request, card, model.name)
-        self._check_count(request)
-        images = await self._model_input(request, card)
-        if request.operation is Operation.classify:
-            probabilities = await served.batcher.submit(images)
-            result = InferenceResult(request, model.name, model.version, card, probabilities=probabilities)
-        else:
-            activations = await self._feature_maps(model, images, layers)
-            result = InferenceResult(request, model.name, model.version, card, activations=activations)
+        with self.runtime.hold(request.model, request.version) as served:  # not unloaded until done
+            model, card = served.version, served.card
+            layers = _checked_outputs(request, card, model.name)
+            self._check_count(request)
+            images = await self._model_input(request, card)
+            if request.operation is Operation.classify:
+                probabilities = await served.batcher.submit(images)
+                result = InferenceResult(request, model.name, model.version, card, probabilities=probabilities)
+            else:
+                activations = await self._feature_maps(model, images, layers)
+                result = InferenceResult(request, model.name, model.version, card, activations=activations)
         self.runtime.metrics.images.labels(model.label, request.api).inc(len(images))
         return result
 

@@ -1,15 +1,18 @@
-"""The model repository: discovers ``<name>/<version>/`` SavedModels and loads them with their cards.
+"""The served models: every known ``<name>/<version>/`` with its state, card and SavedModel, and labels.
 
 Only what the training module exported is used: the SavedModel's ``serving_default`` and
-``feature_maps`` signatures and ``model_card.json``. A version that fails to load stays listed with
-state ``UNAVAILABLE`` and its error, while the others serve.
+``feature_maps`` signatures and ``model_card.json``. A version goes through TF Serving's states
+(:class:`VersionState`); one that fails to load, or was unloaded, stays listed as ``END`` (with its
+error) while the others serve. Which versions to load and when is the runtime's business
+(:mod:`service.runtime`); this module only keeps the records and answers lookups.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -19,19 +22,21 @@ import numpy as np
 from pydantic import ValidationError
 
 from contract import FEATURE_MAPS_SIGNATURE, MODEL_CARD_FILE, SERVING_SIGNATURE, ModelCard
-from service.errors import InvalidInput, NotFound
+from service.errors import NotFound
+from service.model_config import LabelTarget
+from service.scan import Fingerprint
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
+class VersionState(StrEnum):
+    """TF Serving's version states, in the order a version goes through them."""
 
-class ModelState(StrEnum):
-    """TF Serving's version states (the subset this server goes through)."""
-
-    LOADING = "LOADING"
-    AVAILABLE = "AVAILABLE"
-    UNAVAILABLE = "UNAVAILABLE"
+    START = "START"  # selected by the version policy; waiting for its directory to be complete
+    LOADING = "LOADING"  # loading and warming up
+    AVAILABLE = "AVAILABLE"  # serving
+    UNLOADING = "UNLOADING"  # no new requests; in-flight ones finish, then it is released
+    END = "END"  # unloaded, or failed to load (``error`` says why)
 
 
 class LoadError(Exception):
@@ -45,14 +50,28 @@ class ModelVersion:
     name: str
     version: int
     path: Path
-    state: ModelState = ModelState.LOADING
+    fingerprint: Fingerprint = ()  # of the files this record was loaded (or failed) from
+    state: VersionState = VersionState.START
     error: str | None = None
     card: ModelCard | None = None
     saved_model: Any = None  # the loaded trackable; keeps the signatures' variables alive
+    in_flight: int = 0  # requests that looked this version up and have not finished
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    transitions: list[tuple[VersionState, float]] = field(default_factory=list)  # (state, unix time)
+
+    def __post_init__(self) -> None:
+        self.transitions.append((self.state, time.time()))
 
     @cached_property
     def label(self) -> str:
         return f"{self.name}:{self.version}"
+
+    def enter(self, state: VersionState, error: str | None = None) -> None:
+        self.state, self.error = state, error
+        self.transitions.append((state, time.time()))
+        log = logger.warning if error else logger.info
+        log("model %s: %s%s", self.label, state.value, f" ({error})" if error else "")
 
     @property
     def loaded_card(self) -> ModelCard:
@@ -90,9 +109,10 @@ def _read_card(path: Path) -> ModelCard:
         raise LoadError(f"{MODEL_CARD_FILE} could not be read") from None
 
 
-def _load_checked(model: ModelVersion) -> None:
+def _load_checked(model: ModelVersion, warmup_batch_sizes: Iterable[int]) -> None:
     import tensorflow as tf
 
+    started = time.perf_counter()
     model.card = _read_card(model.path)
     try:
         model.saved_model = tf.saved_model.load(str(model.path))
@@ -101,86 +121,80 @@ def _load_checked(model: ModelVersion) -> None:
     missing = {SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE} - set(model.saved_model.signatures)
     if missing:
         raise LoadError(f"the SavedModel lacks signatures {sorted(missing)}")
-    warmup = np.zeros((1, *model.card.input_shape), dtype=np.float32)
+    loaded = time.perf_counter()
+    model.load_seconds = loaded - started
+    one = np.zeros((1, *model.card.input_shape), dtype=np.float32)
     try:
-        probabilities = model.predict(warmup)
-        model.feature_maps(warmup, model.card.feature_layers)
+        model.feature_maps(one, model.card.feature_layers)
+        for size in sorted(set(warmup_batch_sizes) | {1}):
+            probabilities = model.predict(np.zeros((size, *model.card.input_shape), dtype=np.float32))
     except Exception as exc:
         raise LoadError("the SavedModel failed its warm-up call (its signature does not match its card)") from exc
-    if probabilities.shape != (1, len(model.card.class_names)):
+    if probabilities.shape[1:] != (len(model.card.class_names),):
         raise LoadError(f"warm-up output shape {probabilities.shape} does not match the card's class names")
+    model.warmup_seconds = time.perf_counter() - loaded
 
 
-def load_version(model: ModelVersion) -> None:
-    """Load one SavedModel and its card, and warm it up; failures mark it UNAVAILABLE.
+def load_version(model: ModelVersion, warmup_batch_sizes: Iterable[int] = (1,)) -> str | None:
+    """Load one SavedModel and its card, and warm it up (one call per batch size); ``None`` on
+    success, else the reason, in words safe to show a client.
 
-    The log gets the full cause with the path; ``model.error`` (shown to clients) only the reason.
+    Called in a worker thread: it does not change the record's state, the caller does. The log gets
+    the full cause with the path.
     """
     try:
-        _load_checked(model)
+        _load_checked(model, warmup_batch_sizes)
     except Exception as exc:
-        model.state, model.saved_model = ModelState.UNAVAILABLE, None
-        model.error = str(exc) if isinstance(exc, LoadError) else "the model could not be loaded"
-        logger.error("model %s failed to load from %s: %s", model.label, model.path, model.error, exc_info=exc)
-        return
-    model.state = ModelState.AVAILABLE
-    logger.info("loaded model %s from %s", model.label, model.path)
+        model.saved_model = None
+        reason = str(exc) if isinstance(exc, LoadError) else "the model could not be loaded"
+        logger.error("model %s failed to load from %s: %s", model.label, model.path, reason, exc_info=exc)
+        return reason
+    return None
 
 
 class ModelRepository:
-    """Models by name, each with its versions; the highest AVAILABLE version is the default."""
+    """Models by name, each with its versions and labels.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    The default version of a model is its highest AVAILABLE one; a label names one AVAILABLE version
+    (or ``latest``, whichever is the default).
+    """
+
+    def __init__(self) -> None:
         self.models: dict[str, dict[int, ModelVersion]] = {}
-
-    def discover(self, wanted: list[str], all_versions: bool) -> list[ModelVersion]:
-        """Find version directories; ``wanted`` holds ``name`` or ``name:version`` (empty = all)."""
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"model repository {self.root} does not exist")
-        selection: dict[str, set[int] | None] = {}
-        for entry in wanted:
-            name, _, version = entry.partition(":")
-            if version:
-                bucket = selection.setdefault(name, set())
-                if bucket is not None:
-                    bucket.add(int(version))
-            else:
-                selection[name] = None
-        found: list[ModelVersion] = []
-        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name)):
-            if selection and model_dir.name not in selection:
-                continue
-            versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-            chosen = selection.get(model_dir.name)
-            if chosen:
-                versions = [v for v in versions if v in chosen]
-            elif not all_versions and versions:
-                versions = versions[-1:]
-            for version in versions:
-                entry = ModelVersion(model_dir.name, version, model_dir / str(version))
-                self.models.setdefault(model_dir.name, {})[version] = entry
-                found.append(entry)
-        missing = set(selection) - set(self.models)
-        if missing:
-            raise FileNotFoundError(f"models {sorted(missing)} not found in {self.root}")
-        return found
+        self.labels: dict[str, dict[str, LabelTarget]] = {}
 
     def all_versions(self) -> list[ModelVersion]:
         return [v for versions in self.models.values() for v in versions.values()]
 
-    def find(self, name: str, version: int | str | None = None) -> ModelVersion:
-        """The named version (or the default one) whatever its state; 404 when unknown."""
-        versions = self.models.get(name)
+    def versions(self, name: str) -> list[ModelVersion]:
+        """A model's versions, newest first; 404 when the model is unknown."""
+        return sorted(self._versions(name).values(), key=lambda v: -v.version)
+
+    def default(self, name: str) -> ModelVersion:
+        versions = self._versions(name)
         if not versions:
-            raise NotFound(f"model {name!r} not found; available: {', '.join(sorted(self.models)) or 'none'}")
+            raise NotFound(f"model {name!r} has no versions")
+        available = [v for v in versions.values() if v.state is VersionState.AVAILABLE]
+        return max(available or versions.values(), key=lambda v: v.version)
+
+    def find(self, name: str, version: int | str | None = None) -> ModelVersion:
+        """A version by number, by label (a string), or the default one (``None``), whatever its state;
+        404 when unknown."""
+        versions = self._versions(name)
         if version is None:
-            available = [v for v in versions.values() if v.state is ModelState.AVAILABLE]
-            return max(available or versions.values(), key=lambda v: v.version)
-        try:
-            number = int(version)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"model version must be an integer, got {version!r}") from None
-        if number not in versions:
-            raise NotFound(f"model {name!r} has no version {number}; versions: {sorted(versions)}")
-        return versions[number]
+            return self.default(name)
+        if isinstance(version, str):
+            labels = self.labels.get(name, {})
+            if version not in labels:
+                known = ", ".join(sorted(labels)) or "none"
+                raise NotFound(f"model {name!r} has no label {version!r}; labels: {known}")
+            target = labels[version]
+            return self.default(name) if target == "latest" else versions[target]
+        if version not in versions:
+            raise NotFound(f"model {name!r} has no version {version}; versions: {sorted(versions)}")
+        return versions[version]
+
+    def _versions(self, name: str) -> dict[int, ModelVersion]:
+        if name not in self.models:
+            raise NotFound(f"model {name!r} not found; available: {', '.join(sorted(self.models)) or 'none'}")
+        return self.models[name]

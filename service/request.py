@@ -84,7 +84,7 @@ class InferenceRequest:
     """
 
     model: str
-    version: int | str | None
+    version: int | str | None  # a version number, a label, or None for the default version
     api: Api
     operation: Operation = Operation.classify
     images: list[bytes] | None = None

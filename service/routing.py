@@ -10,17 +10,21 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from service.errors import InvalidInput
+
 
 def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) -> Callable:
-    """Register one handler at ``path`` (the default version) and at its ``/versions/{version}`` twin.
+    """Register one handler at ``path`` (the default version) and at its ``/versions/{version}`` and
+    ``/labels/{label}`` twins.
 
-    ``path`` holds ``/models/{name}``; the handler takes ``version: ... | None = None``. ``method`` names
-    the router's decorator (``get``, ``post``) or ``add_api_route``.
+    ``path`` holds ``/models/{name}``; the handler takes ``version: ... | None = None`` and
+    ``label: str | None = None`` (:func:`version_ref` turns them into the one to look up). ``method``
+    names the router's decorator (``get``, ``post``) or ``add_api_route``.
     """
 
     def register(handler: Callable) -> Callable:
-        versioned = path.replace("/models/{name}", "/models/{name}/versions/{version}", 1)
-        for route_path in (path, versioned):
+        twins = ("/models/{name}/versions/{version}", "/models/{name}/labels/{label}")
+        for route_path in (path, *(path.replace("/models/{name}", twin, 1) for twin in twins)):
             if method == "add_api_route":
                 router.add_api_route(route_path, handler, **kwargs)
             else:
@@ -28,6 +32,19 @@ def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) ->
         return handler
 
     return register
+
+
+def version_ref(version: int | str | None, label: str | None) -> int | str | None:
+    """What to look up from a route's path: a version number, a label (a string), or ``None`` for the
+    default version; 400 when a version is not a number."""
+    if label is not None:
+        return label
+    if version is None or isinstance(version, int):
+        return version
+    try:
+        return int(version)
+    except ValueError:
+        raise InvalidInput(f"model version must be an integer, got {version!r}") from None
 
 
 class DirectRoute(APIRoute):

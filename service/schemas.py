@@ -90,16 +90,23 @@ class FeatureMapsResponse(BaseModel):
     layers: list[LayerActivation]
 
 
+class Transition(BaseModel):
+    state: str
+    at: float = Field(description="Unix time of the change.")
+
+
 class VersionStatus(BaseModel):
     version: int
-    state: str
-    error: str | None = None
+    state: str = Field(description="START, LOADING, AVAILABLE, UNLOADING or END (TF Serving's states).")
+    error: str | None = Field(None, description="Why the version failed to load (state END).")
+    transitions: list[Transition] = Field([], description="The version's state changes, oldest first.")
 
 
 class ModelEntry(BaseModel):
     name: str
-    default_version: int
-    versions: list[VersionStatus]
+    default_version: int | None = Field(description="The highest AVAILABLE version (what an unversioned call gets).")
+    labels: dict[str, int] = Field({}, description="Version labels and the version each points at.")
+    versions: list[VersionStatus] = Field(description="Newest first; unloaded and failed versions stay, as END.")
 
 
 class ModelList(BaseModel):
@@ -122,6 +129,14 @@ class ModelDetail(BaseModel):
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
     summary: ModelSummary | None = None
+
+
+class LabelAssignment(BaseModel):
+    """Body of ``PUT .../labels/{label}``: the AVAILABLE version the label points at, or ``latest``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | Literal["latest"]
 
 
 class Liveness(BaseModel):

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import ip_address
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import DEFAULT_REPOSITORY
+from service.model_config import VersionPolicy
 
 
 class Settings(BaseSettings):
     """Every knob of the service; each field is read from ``CNN_<FIELD_NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="CNN_", env_file=None, protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix="CNN_", env_file=None, protected_namespaces=(), populate_by_name=True)
 
     model_repository: Path = Field(DEFAULT_REPOSITORY, description="Directory of <model>/<version>/ SavedModels.")
     models: list[str] = Field(
         default_factory=list,
         description='Models to load, e.g. ["fashion_cnn", "lenet5:1"] (name or name:version); empty = all.',
     )
-    load_all_versions: bool = Field(True, description="Load every version; the highest one is the default.")
+    version_policy: str = Field(
+        "latest",
+        pattern=r"^(latest(:[1-9][0-9]*)?|all)$",
+        description="Versions served per model without a config file: latest, latest:N (N newest) or all; "
+        "the highest available one is the default.",
+    )
+    model_config_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("CNN_MODEL_CONFIG", "model_config_file"),
+        description="JSON model config (TF Serving's model_config_list fields); re-read when it changes.",
+    )
+    poll_interval_s: float = Field(
+        2.0, ge=0, description="How often to look for new, changed or removed versions (0 = only at start)."
+    )
+    allow_model_control: bool | None = Field(
+        None,
+        description="Allow the repository API's load/unload and label changes. Unset: allowed only when "
+        "bound to a loopback address or an API key is set.",
+    )
     max_batch_size: int = Field(64, ge=1, le=4096, description="Most images the batcher runs in one model call.")
     max_concurrent_batches: int = Field(
         2, ge=1, le=16, description="Model calls in flight at once per model version (each a thread)."
@@ -47,6 +67,25 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port for `python -m service`.")
     log_level: str = Field("info", description="Python logging level.")
     access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
+
+    @property
+    def policy(self) -> VersionPolicy:
+        return VersionPolicy.parse(self.version_policy)
+
+    @property
+    def model_control_allowed(self) -> bool:
+        if self.allow_model_control is not None:
+            return self.allow_model_control
+        return bool(self.api_key) or _is_loopback(self.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from models import architectures
 from models.data import CLASS_NAMES
-from models.export import export_model, next_version
+from models.export import export_model, next_version, publish
 from models.train import main as train_main
 
 
@@ -23,6 +23,7 @@ def trained_repository(tmp_path_factory):
 
 def test_cli_exports_a_tf_serving_layout(trained_repository):
     version_dir = trained_repository / "lenet5" / "1"
+    assert [p.name for p in (trained_repository / "lenet5").iterdir()] == ["1"]  # published: no staging left
     assert (version_dir / "saved_model.pb").exists() and (version_dir / "variables").is_dir()
     card = json.loads((version_dir / "model_card.json").read_text())
     assert card["name"] == "lenet5" and card["version"] == 1 and card["architecture"] == "lenet5"
@@ -59,3 +60,17 @@ def test_export_versions_and_overwrite(tmp_path):
     outputs = tf.saved_model.load(str(first)).signatures["feature_maps"].structured_outputs
     assert "depth_pool" in outputs and "global_pool" in outputs
     assert (first / "variables").stat().st_size >= 0 and not (first / "optimizer").exists()
+
+
+def test_export_publishes_by_rename(tmp_path):
+    """Until it is published, a version lives in a hidden staging directory that no server loads."""
+    model = architectures.build("depthpool_cnn")
+    staged = export_model(
+        model, tmp_path, "tiny", architecture="depthpool_cnn", class_names=CLASS_NAMES, publish_now=False
+    )
+    assert staged.name == ".1.partial" and (staged / "saved_model.pb").exists()
+    assert not (tmp_path / "tiny" / "1").exists() and next_version(tmp_path / "tiny") == 1
+    staged_inode = (staged / "saved_model.pb").stat().st_ino
+    target = publish(staged)
+    assert target == tmp_path / "tiny" / "1" and not staged.exists()
+    assert (target / "saved_model.pb").stat().st_ino == staged_inode  # moved, not copied

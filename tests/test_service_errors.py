@@ -228,7 +228,9 @@ def test_load_errors_reach_clients_without_paths_or_internals(tmp_path, bundled_
     with TestClient(app, raise_server_exceptions=False) as client:
         versions = {m["name"]: m["versions"][0] for m in client.get("/api/v1/models").json()["models"]}
         assert versions["lenet5"]["state"] == "AVAILABLE"
-        assert versions["no_card"] == {"version": 1, "state": "UNAVAILABLE", "error": "model_card.json is missing"}
+        no_card = versions["no_card"]
+        assert (no_card["version"], no_card["state"], no_card["error"]) == (1, "END", "model_card.json is missing")
+        assert [t["state"] for t in no_card["transitions"]] == ["START", "LOADING", "END"]
         assert versions["corrupt"]["error"] == "the SavedModel could not be loaded"
         refused = client.post("/v1/models/corrupt:predict", json={"instances": np.zeros((1, 28, 28, 1)).tolist()})
         assert refused.status_code == 503

@@ -72,7 +72,13 @@ def _decode(content: bytes | Sequence[bytes], media: str, request: InferenceRequ
 
 
 def decode_predict(
-    content: bytes | Sequence[bytes], *, media: str, model: str, version: int | None, top_k: int, polarity: Polarity
+    content: bytes | Sequence[bytes],
+    *,
+    media: str,
+    model: str,
+    version: int | str | None,
+    top_k: int,
+    polarity: Polarity,
 ) -> InferenceRequest:
     request = InferenceRequest(model, version, Api.native, polarity=polarity, top_k=top_k)
     _decode(content, media, request, single=False)
@@ -84,7 +90,7 @@ def decode_feature_maps(
     *,
     media: str,
     model: str,
-    version: int | None,
+    version: int | str | None,
     layer: str | None,
     as_png: bool,
     polarity: Polarity,

@@ -48,7 +48,7 @@ def _unwrap_named(value: Any, names: set[str]) -> Any:
     return value
 
 
-def decode_predict(body: bytes, *, model: str, version: str | None) -> InferenceRequest:
+def decode_predict(body: bytes, *, model: str, version: int | str | None) -> InferenceRequest:
     payload = wire.parse_json(body)
     if type(payload) is not dict:
         raise InvalidInput("request body must be a JSON object")

@@ -152,7 +152,7 @@ def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) 
     request.tensor = TensorInput(values, dtype=_DTYPE_NAMES[tensor.datatype], shape=shape)
 
 
-def decode_infer(body: bytes, *, model: str, version: str | None, header_length: str | None) -> InferenceRequest:
+def decode_infer(body: bytes, *, model: str, version: int | str | None, header_length: str | None) -> InferenceRequest:
     header, binary = _split_body(body, header_length)
     try:
         parsed = InferRequest.model_validate(wire.parse_json(header))

@@ -61,18 +61,18 @@ def test_model_list_shows_unavailable_versions_with_errors(client: httpx.Client)
     models = {m["name"]: m for m in response.json()["models"]}
     versions = {v["version"]: v for v in models["fashion_cnn"]["versions"]}
     assert versions[1]["state"] == "AVAILABLE" and versions[1]["error"] is None
-    assert versions[2]["state"] == "UNAVAILABLE" and versions[2]["error"]
+    assert versions[2]["state"] == "END" and versions[2]["error"]
     assert models["fashion_cnn"]["default_version"] == 1
     for name in BROKEN:
         (only,) = models[name]["versions"]
-        assert only["state"] == "UNAVAILABLE" and only["error"], models[name]
+        assert only["state"] == "END" and only["error"], models[name]
 
 
 def test_model_detail_reports_the_error(client: httpx.Client) -> None:
     for path in ("/api/v1/models/corrupt", "/api/v1/models/no_card", "/api/v1/models/fashion_cnn/versions/2"):
         response = client.get(path)
         assert response.status_code == 200, path
-        assert response.json()["state"] == "UNAVAILABLE" and response.json()["error"], path
+        assert response.json()["state"] == "END" and response.json()["error"], path
 
 
 def test_tfserving_status_reports_failed_versions(client: httpx.Client) -> None:
@@ -143,10 +143,10 @@ def test_the_healthy_model_serves_on_all_apis(client: httpx.Client) -> None:
     assert ready.status_code == 200
     assert ready.json()["models"] == {
         "fashion_cnn:1": "READY",
-        "fashion_cnn:2": "UNAVAILABLE",
-        "corrupt:1": "UNAVAILABLE",
-        "no_card:1": "UNAVAILABLE",
-        "bad_card:1": "UNAVAILABLE",
+        "fashion_cnn:2": "END",
+        "corrupt:1": "END",
+        "no_card:1": "END",
+        "bad_card:1": "END",
     }
 
 
@@ -159,7 +159,7 @@ def test_not_ready_when_a_required_model_is_broken(model_repository: Path, tmp_p
         with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
             ready = client.get("/health/ready")
             assert ready.status_code == 503
-            assert ready.json()["models"] == {"fashion_cnn:1": "READY", "corrupt:1": "UNAVAILABLE"}
+            assert ready.json()["models"] == {"fashion_cnn:1": "READY", "corrupt:1": "END"}
             assert client.get("/v2/health/ready").status_code == 503
             assert p.native_tensor(p.valid_batch(1)).send(client).status_code == 200
     finally:
