@@ -64,9 +64,12 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def served(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The service with its default settings, shared by the tests that only send requests to it."""
+    """The service with its default settings, shared by the tests that only send requests to it.
+
+    Model control is off: fuzzed load/unload calls must not unload the model the other tests use.
+    """
     log_path = tmp_path_factory.mktemp("served") / "server.log"
-    with running_server(model_repository, log_path) as server:
+    with running_server(model_repository, log_path, {"CNN_ALLOW_MODEL_CONTROL": "false"}) as server:
         yield server
 
 
