@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,6 +19,7 @@ from service.dependencies import get_runtime, require_api_key, require_model_con
 from service.errors import InvalidInput
 from service.repository import ModelVersion, VersionState
 from service.runtime import Runtime
+from service.wire import json_response
 
 router = APIRouter(
     prefix="/v2/repository", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)]
@@ -74,10 +74,6 @@ def _entry(runtime: Runtime, model: ModelVersion) -> IndexEntry:
     return IndexEntry(name=model.name, version=str(model.version), state=state, reason=reason)
 
 
-def _json(content: Any) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
-
-
 @router.post(
     "/index",
     response_model=list[IndexEntry],
@@ -92,7 +88,7 @@ async def index(request: Request, runtime: Annotated[Runtime, Depends(get_runtim
         if not versions and not only_ready:
             entries.append(IndexEntry(name=name, state="UNAVAILABLE", reason="no version found"))
         entries += [_entry(runtime, v) for v in versions]
-    return _json([e.model_dump() for e in entries if e.state == "READY" or not only_ready])
+    return json_response([e.model_dump() for e in entries if e.state == "READY" or not only_ready])
 
 
 @router.post(
@@ -106,7 +102,7 @@ async def load(name: str, request: Request, runtime: Annotated[Runtime, Depends(
     if any(key == "config" or key.startswith("file:") for key in parameters):
         raise InvalidInput("loading from a config or files sent with the request is not supported")
     await runtime.load_model(name)
-    return _json({})
+    return json_response({})
 
 
 @router.post(
@@ -117,4 +113,4 @@ async def load(name: str, request: Request, runtime: Annotated[Runtime, Depends(
 async def unload(name: str, request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
     await _body(request, ControlRequest)
     await runtime.unload_model(name)
-    return _json({})
+    return json_response({})

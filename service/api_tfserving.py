@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
@@ -20,13 +19,10 @@ from service.dependencies import get_runtime, require_api_key
 from service.repository import ModelVersion, VersionState
 from service.routing import DirectRoute, version_ref, versioned_route
 from service.runtime import Runtime
+from service.wire import json_response
 
 TAGS = ["tensorflow-serving"]
 router = APIRouter(prefix="/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
-
-
-def _json(content: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 def _status(model: ModelVersion) -> dict[str, Any]:
@@ -78,7 +74,7 @@ async def model_status(
 ) -> Response:
     ref = version_ref(version, label)
     models = [runtime.find(name, ref)] if ref is not None else runtime.repository.versions(name)
-    return _json({"model_version_status": [_status(m) for m in models]})
+    return json_response({"model_version_status": [_status(m) for m in models]})
 
 
 @versioned_route(router, "get", "/models/{name}/metadata", summary="Signature metadata")
@@ -89,7 +85,7 @@ async def model_metadata(
     label: str | None = None,
 ) -> Response:
     model = runtime.served(name, version_ref(version, label)).version
-    return _json(
+    return json_response(
         {
             "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
             "metadata": {"signature_def": {"signature_def": _signature_defs(model)}},

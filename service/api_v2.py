@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
@@ -19,12 +18,9 @@ from service.dependencies import get_pipeline, get_runtime, require_api_key
 from service.pipeline import InferencePipeline
 from service.routing import version_ref, versioned_route
 from service.runtime import Runtime
+from service.wire import json_response
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)])
-
-
-def _json(content: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 @router.get("", response_model=v2.ServerMetadata, summary="Server metadata")
@@ -67,7 +63,7 @@ async def model_ready(
 ) -> Response:
     model = runtime.find(name, version_ref(version, label))
     ready = runtime.is_ready(model)
-    return _json({"name": model.name, "ready": ready}, 200 if ready else 503)
+    return json_response({"name": model.name, "ready": ready}, 200 if ready else 503)
 
 
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class Runtime:
         self._served: dict[str, ServedModel] = {}
         self._sources: dict[str, ModelSource] = {}
         self._config_stamp: tuple[int, int] | None = None  # the config file's (size, mtime) when read
+        self._config_error: str | None = None  # the last problem reading it (logged once)
         self._seen: dict[str, Fingerprint] = {}  # each version directory's files at the previous scan
         self._held: dict[str, ModelPrint | None] = {}  # unloaded on request: the directory at that time
         self._label_overrides: dict[str, dict[str, LabelTarget | None]] = {}  # set through the API
@@ -167,8 +168,11 @@ class Runtime:
         except ConfigError as exc:
             if not self._synced_once:
                 raise
-            logger.error("%s; keeping the previous model list", exc)
+            if str(exc) != self._config_error:  # once per distinct problem, not on every poll
+                logger.error("%s; keeping the previous model list", exc)
+            self._config_error = str(exc)
             return list(self._sources.values())
+        self._config_error = None
         self._sources = {source.name: source for source in found}
         return found
 

@@ -241,3 +241,37 @@ def test_model_control_needs_loopback_or_an_api_key(repository: Path) -> None:
         assert client.post(unload, headers={"X-API-Key": "k"}).status_code == 200
     with serving(repository, allow_model_control=False) as (client, _):
         assert client.post(unload).status_code == 403
+
+
+def test_a_broken_config_edit_keeps_the_last_good_one(repository: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = repository / "models.json"
+    _write_config(config, {"latest": {}}, {"stable": 1})
+    with serving(repository, model_config_file=config) as (client, sync):
+        assert client.get("/health/ready").status_code == 200
+        config.write_text('{"model_config_list": [{"name": "lenet5"}]}')
+        sync()
+        sync()
+        problems = [r.getMessage() for r in caplog.records if "keeping the previous model list" in r.getMessage()]
+        assert len(problems) == 1 and "base_path" in problems[0]  # logged once, not on every poll
+        assert entry(client)["labels"] == {"stable": 1} and answered_by(client) == 1
+        _write_config(config, {"latest": {}}, {})
+        sync()
+        assert entry(client)["labels"] == {}
+
+
+def test_readiness_needs_every_configured_model(repository: Path, source: Path) -> None:
+    config = repository / "models.json"
+    entries = [
+        {"name": MODEL, "base_path": MODEL},
+        {"name": "later", "base_path": "later"},  # nothing there yet
+    ]
+    config.write_text(json.dumps({"model_config_list": entries}))
+    with serving(repository, model_config_file=config) as (client, sync):
+        assert client.get("/health/ready").status_code == 503
+        assert client.get("/v2/health/ready").status_code == 503
+        (repository / "later").mkdir()
+        publish(source, repository / "later", 1)
+        sync()
+        assert client.get("/health/ready").json() == {
+            "ready": True, "models": {f"{MODEL}:1": "READY", "later:1": "READY"},
+        }  # fmt: skip
