@@ -79,13 +79,6 @@ class VersionPolicy(_Strict):
             return set(available) & set(self.specific.versions)
         return set(available[: (self.latest or Latest()).num_versions])
 
-    def describe(self) -> str:
-        if self.all is not None:
-            return "all"
-        if self.specific is not None:
-            return f"specific {self.specific.versions}"
-        return f"latest {(self.latest or Latest()).num_versions}"
-
 
 class ModelSource(_Strict):
     """One served model: where its versions are, which of them to serve, and its version labels."""

@@ -201,9 +201,9 @@ class Runtime:
                 loadable[version] = found
             else:
                 waiting.add(version)
-        for path in [p for p in self._seen if p.startswith(f"{source.base_path}{os.sep}")]:
-            if not any(str(d.path) == path for d in dirs.values()):
-                del self._seen[path]
+        present = {str(d.path) for d in dirs.values()}
+        for path in [p for p in self._seen if p.startswith(f"{source.base_path}{os.sep}") and p not in present]:
+            del self._seen[path]
 
         pending = set() if held else policy.select(set(loadable) | waiting) - set(loadable)
         for version in pending:
@@ -333,9 +333,7 @@ class Runtime:
     def set_label(self, name: str, label: str, target: LabelTarget | None) -> None:
         """Point ``label`` at an AVAILABLE version (or ``latest``), or remove it (``None``); this holds
         until the config file changes."""
-        versions = self.repository.models.get(name)
-        if versions is None:
-            self.repository.find(name)  # the 404
+        self.repository.versions(name)  # the 404 for an unknown model
         if target is None:
             if label not in self.repository.labels.get(name, {}):
                 raise NotFound(f"model {name!r} has no label {label!r}")
