@@ -1,6 +1,6 @@
-"""The native API under ``/api/v1``: models, layer summaries, predictions and feature maps.
+"""The native API under ``/api/v1``: models, layer summaries, predictions, feature maps and explanations.
 
-``predict`` and ``feature-maps`` read the body (multipart files are parsed here, as transport) and hand
+``predict``, ``feature-maps`` and ``explain`` read the body (multipart files are parsed here, as transport) and hand
 it to the pipeline with the pure codec of :mod:`service.codecs.native`.
 """
 
@@ -15,15 +15,16 @@ from starlette.datastructures import UploadFile
 
 from contract import ModelSummary
 from service.codecs import native
-from service.dependencies import get_pipeline, get_runtime, require_api_key, require_model_control
+from service.dependencies import explain_spec, get_pipeline, get_runtime, require_api_key, require_model_control
 from service.errors import NotFound
 from service.model_config import LABEL_PATTERN
 from service.pipeline import InferencePipeline
 from service.repository import ModelVersion
-from service.request import Operation, Polarity
+from service.request import ExplainSpec, Operation, Polarity
 from service.routing import version_ref, versioned_route
 from service.runtime import Runtime
 from service.schemas import (
+    ExplainResponse,
     FeatureMapsJSONRequest,
     FeatureMapsResponse,
     LabelAssignment,
@@ -225,3 +226,36 @@ async def feature_maps(
         layer=layer, as_png=as_png, polarity=polarity,
     )  # fmt: skip
     return await pipeline.handle(decode, native.encode_feature_maps, await _read_body(request, media))
+
+
+@versioned_route(
+    router,
+    "post",
+    "/models/{name}/explain",
+    response_model=ExplainResponse,
+    summary="Why the model chose a class for one image: Grad-CAM, saliency or occlusion",
+    description="The image as for `feature-maps` (one file, raw image, base64 or tensor). `format=json` "
+    "(default) returns the heatmap as a 28×28 array in [0, 1]; `format=png` (or `Accept: image/png`) returns "
+    "it laid over the model's input, upscaled. Grad-CAM takes a convolutional `layer`; occlusion takes "
+    "`patch_size` and `stride`.",
+    responses={200: {"content": {"image/png": {}}}},
+    openapi_extra=_body_doc(FeatureMapsJSONRequest, "file", many=False),
+)
+async def explain(
+    name: str,
+    request: Request,
+    pipeline: Annotated[InferencePipeline, Depends(get_pipeline)],
+    spec: Annotated[ExplainSpec, Depends(explain_spec)],
+    version: int | None = None,
+    label: str | None = None,
+    format: Annotated[Literal["json", "png"] | None, Query(description="Response format.")] = None,
+    polarity: Annotated[Polarity, Query()] = Polarity.auto,
+) -> Response:
+    ref = version_ref(version, label)
+    pipeline.admit(name, ref, Operation.explain)
+    media = native.media_type(request.headers.get("content-type"))
+    as_png = format == "png" or (format is None and "image/png" in request.headers.get("accept", ""))
+    decode = partial(
+        native.decode_explain, media=media, model=name, version=ref, spec=spec, as_png=as_png, polarity=polarity
+    )
+    return await pipeline.handle(decode, native.encode_explain, await _read_body(request, media))

@@ -1,4 +1,5 @@
-"""TensorFlow Serving's REST API (``/v1/models/...``): status, metadata and predict.
+"""TensorFlow Serving's REST API (``/v1/models/...``): status, metadata and predict; and KServe v1's
+``:explain`` on the same paths.
 
 ``:predict`` is the hot path: a :class:`~service.routing.DirectRoute` that hands the body to the
 pipeline with the pure codec of :mod:`service.codecs.tfserving`. Errors are ``{"error": ...}`` bodies,
@@ -15,8 +16,10 @@ from fastapi.responses import Response
 
 from contract import FEATURE_MAPS_SIGNATURE, SERVING_SIGNATURE
 from service.codecs import tfserving
-from service.dependencies import get_runtime, require_api_key
+from service.dependencies import explain_spec, get_pipeline, get_runtime, require_api_key
+from service.pipeline import InferencePipeline
 from service.repository import ModelVersion, VersionState
+from service.request import ExplainSpec, Operation
 from service.routing import DirectRoute, version_ref, versioned_route
 from service.runtime import Runtime
 from service.wire import json_response
@@ -91,6 +94,36 @@ async def model_metadata(
             "metadata": {"signature_def": {"signature_def": _signature_defs(model)}},
         }
     )
+
+
+@versioned_route(
+    router,
+    "post",
+    "/models/{name}:explain",
+    summary="Explain (KServe v1)",
+    description="KServe's v1 `:explain`: the body of `:predict` (`instances` or `inputs`, tensors or "
+    '`{"b64": ...}` images); the method and its parameters in the query string. Answers '
+    '`{"explanations": [{"method", "layer", "target", "label", "probability", "heatmap"}, ...]}`, one per '
+    "image, each heatmap the model's input size with values in [0, 1].",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": tfserving.TFServingPredictRequest.model_json_schema()}},
+        }
+    },
+)
+async def explain(
+    name: str,
+    request: Request,
+    pipeline: Annotated[InferencePipeline, Depends(get_pipeline)],
+    spec: Annotated[ExplainSpec, Depends(explain_spec)],
+    version: str | None = None,
+    label: str | None = None,
+) -> Response:
+    ref = version_ref(version, label)
+    pipeline.admit(name, ref, Operation.explain)
+    decode = partial(tfserving.decode_explain, model=name, version=ref, spec=spec)
+    return await pipeline.handle(decode, tfserving.encode_explain, await request.body())
 
 
 _PREDICT_DOC = {

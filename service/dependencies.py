@@ -1,13 +1,16 @@
-"""Request-scoped access to the app's shared objects, and the optional API-key check."""
+"""Request-scoped access to the app's shared objects, the optional API-key check, and the query
+parameters of explain requests."""
 
 from __future__ import annotations
 
 import secrets
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from service.errors import Forbidden, Unauthorized
 from service.pipeline import InferencePipeline
+from service.request import ExplainMethod, ExplainSpec
 from service.runtime import Runtime
 
 
@@ -42,3 +45,18 @@ async def require_model_control(request: Request) -> None:
             "model control is turned off: set CNN_ALLOW_MODEL_CONTROL=true (and CNN_API_KEY when the server "
             "is reachable from other hosts)"
         )
+
+
+async def explain_spec(
+    method: Annotated[ExplainMethod, Query(description="gradcam, saliency (input gradient × input) or occlusion.")] = (
+        ExplainMethod.gradcam
+    ),
+    layer: Annotated[
+        str | None, Query(description="Grad-CAM's convolutional layer; default: the last one larger than 1×1.")
+    ] = None,
+    target: Annotated[int | None, Query(ge=0, description="Class id to explain; default: the top-1.")] = None,
+    patch_size: Annotated[int, Query(ge=1, description="Occlusion: side of the square set to 0.")] = 4,
+    stride: Annotated[int, Query(ge=1, description="Occlusion: step between squares (≤ patch_size).")] = 2,
+) -> ExplainSpec:
+    """What to explain, from the query string (native ``explain`` and KServe v1 ``:explain``)."""
+    return ExplainSpec(method=method, layer=layer, target=target, patch_size=patch_size, stride=stride)

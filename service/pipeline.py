@@ -9,8 +9,8 @@ A route reads the body and hands :meth:`InferencePipeline.handle` the dialect's 
 3. check the request against the model's signature: input name, outputs, layers;
 4. check the image count against the limits, before any pixel is converted;
 5. turn images or tensors into the validated model input (in a thread if large);
-6. classify through the model's batcher (admission, batching, timeouts), or compute feature maps
-   (bounded: images per request and concurrent calls);
+6. classify through the model's batcher (admission, batching, timeouts), or compute feature maps or an
+   explanation (bounded: images per request, and concurrent calls shared by both);
 7. count the images, and encode the :class:`~service.request.InferenceResult` (in a thread if large).
 """
 
@@ -19,15 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 
 from contract import ModelCard
 from service.errors import InferenceFailed, InvalidInput, NotFound, Overloaded, PayloadTooLarge
+from service.explain import conv_layers, default_gradcam_layer
 from service.preprocess import images_to_batch, tensor_to_batch
 from service.repository import ModelVersion
-from service.request import InferenceRequest, InferenceResult, Operation
+from service.request import ExplainMethod, ExplainSpec, InferenceRequest, InferenceResult, Operation
 from service.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class InferencePipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self._feature_slots = asyncio.Semaphore(self.settings.max_concurrent_feature_maps)
+        self._heavy_slots = asyncio.Semaphore(self.settings.max_concurrent_feature_maps)
 
     def admit(self, name: str, version: int | str | None, operation: Operation = Operation.classify) -> None:
         """Refuse early, before the body is read: unknown model (404), not ready or queue full (503)."""
@@ -66,13 +68,17 @@ class InferencePipeline:
         with self.runtime.hold(request.model, request.version) as served:  # not unloaded until done
             model, card = served.version, served.card
             layers = _checked_outputs(request, card, model.name)
+            spec = _checked_explain(request, card, model.name)
             self._check_count(request)
             images = await self._model_input(request, card)
             if request.operation is Operation.classify:
                 probabilities = await served.batcher.submit(images)
                 result = InferenceResult(request, model.name, model.version, card, probabilities=probabilities)
+            elif spec is not None:
+                explanation = await self._bounded(model, "explain", model.explain, images, spec)
+                result = InferenceResult(request, model.name, model.version, card, explanation=explanation)
             else:
-                activations = await self._feature_maps(model, images, layers)
+                activations = await self._bounded(model, "feature maps", model.feature_maps, images, layers)
                 result = InferenceResult(request, model.name, model.version, card, activations=activations)
         self.runtime.metrics.images.labels(model.label, request.api).inc(len(images))
         return result
@@ -82,7 +88,7 @@ class InferencePipeline:
         if request.operation is Operation.classify:
             limit, what = self.settings.max_images_per_request, ""
         else:
-            limit, what = self.settings.max_feature_map_images, " for feature maps"
+            limit, what = self.settings.max_feature_map_images, f" for {request.operation.value.replace('_', ' ')}"
         if request.count > limit:
             raise PayloadTooLarge(f"{request.count} images in one request exceeds the limit of {limit}{what}")
 
@@ -103,20 +109,21 @@ class InferencePipeline:
         big = not isinstance(tensor.values, np.ndarray) and tensor.elements > _OFFLOAD_ELEMENTS
         return await self._call(big, tensor_to_batch, tensor, card.input_shape)
 
-    async def _feature_maps(self, model: ModelVersion, images: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
-        """Every asked layer's activations, at most ``max_concurrent_feature_maps`` calls at once."""
+    async def _bounded(self, model: ModelVersion, what: str, fn: Callable[..., T], *args) -> T:
+        """Feature maps or an explanation in a worker thread, at most ``max_concurrent_feature_maps``
+        such calls at once."""
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
-                await self._feature_slots.acquire()
+                await self._heavy_slots.acquire()
         except TimeoutError:
-            raise Overloaded(f"feature-map calls on {model.label} are all busy; retry shortly") from None
-        future = asyncio.get_running_loop().run_in_executor(self.runtime.executor, model.feature_maps, images, layers)
-        future.add_done_callback(lambda _: self._feature_slots.release())  # when the thread is done, not before
+            raise Overloaded(f"{what} calls on {model.label} are all busy; retry shortly") from None
+        future = asyncio.get_running_loop().run_in_executor(self.runtime.executor, fn, *args)
+        future.add_done_callback(lambda _: self._heavy_slots.release())  # when the thread is done, not before
         try:
             return await asyncio.shield(future)
         except Exception:
-            logger.exception("feature maps failed on %s for %d image(s)", model.label, len(images))
-            raise InferenceFailed(f"feature maps failed on model {model.label}") from None
+            logger.exception("%s failed on %s", what, model.label)
+            raise InferenceFailed(f"{what} failed on model {model.label}") from None
 
     async def _call(self, offload: bool, fn: Callable[..., T], *args, **kwargs) -> T:
         if not offload:
@@ -140,3 +147,35 @@ def _checked_outputs(request: InferenceRequest, card: ModelCard, name: str) -> l
     if unknown:
         raise NotFound(f"model {name} has no layer {unknown[0]!r}; layers: {', '.join(card.feature_layers)}")
     return list(request.outputs)
+
+
+def _checked_explain(request: InferenceRequest, card: ModelCard, name: str) -> ExplainSpec | None:
+    """For an explain request, check what to explain against the model: Grad-CAM's layer (default: the
+    last spatial convolution), the target class, occlusion's patch; return the spec with the layer
+    filled in."""
+    if request.operation is not Operation.explain:
+        return None
+    spec = request.explain or ExplainSpec()
+    classes = len(card.class_names)
+    if spec.target is not None and not 0 <= spec.target < classes:
+        raise InvalidInput(f"target class {spec.target} is out of range; model {name} has classes 0–{classes - 1}")
+    if spec.method is not ExplainMethod.gradcam:
+        if spec.layer is not None:
+            raise InvalidInput(f"'layer' applies to method gradcam only, not {spec.method.value}")
+        side = min(card.input_shape[:2])
+        if spec.method is ExplainMethod.occlusion and not 1 <= spec.stride <= spec.patch_size <= side:
+            raise InvalidInput(
+                f"occlusion needs 1 ≤ stride ≤ patch_size ≤ {side}, got patch_size {spec.patch_size}, "
+                f"stride {spec.stride}"
+            )
+        return spec
+    valid = conv_layers(card)
+    if not valid:
+        raise InvalidInput(f"model {name} has no convolutional layer for Grad-CAM; use saliency or occlusion")
+    if spec.layer is None:
+        return replace(spec, layer=default_gradcam_layer(card))
+    if spec.layer not in card.feature_layers:
+        raise NotFound(f"model {name} has no layer {spec.layer!r}; convolutional layers: {', '.join(valid)}")
+    if spec.layer not in valid:
+        raise InvalidInput(f"layer {spec.layer!r} is not convolutional; Grad-CAM layers of {name}: {', '.join(valid)}")
+    return spec

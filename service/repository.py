@@ -10,6 +10,7 @@ error) while the others serve. Which versions to load and when is the runtime's 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from contract import FEATURE_MAPS_SIGNATURE, MODEL_CARD_FILE, SERVING_SIGNATURE, ModelCard
 from service.errors import NotFound
+from service.explain import Explainer, ExplainSpec, Explanation
 from service.model_config import LabelTarget
 from service.scan import Fingerprint
 
@@ -59,6 +61,8 @@ class ModelVersion:
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
     transitions: list[tuple[VersionState, float]] = field(default_factory=list)  # (state, unix time)
+    _explainer: Explainer | None = field(default=None, repr=False)  # built on the first explain call
+    _explainer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.transitions.append((self.state, time.time()))
@@ -93,6 +97,17 @@ class ModelVersion:
         signature = self.saved_model.signatures[FEATURE_MAPS_SIGNATURE]
         outputs = signature(**{self.loaded_card.input.name: tf.constant(images)})
         return {name: outputs[name].numpy() for name in layers}
+
+    def explain(self, images: np.ndarray, spec: ExplainSpec) -> Explanation:
+        with self._explainer_lock:  # the first call freezes the graph; the others wait for it
+            if self._explainer is None:
+                self._explainer = Explainer(self.saved_model, self.loaded_card, self.predict)
+        return self._explainer.explain(images, spec)
+
+    def release(self) -> None:
+        """Drop the SavedModel and what was built from it (unloading, or a failed load)."""
+        self.saved_model = None
+        self._explainer = None
 
 
 def _read_card(path: Path) -> ModelCard:
@@ -145,7 +160,7 @@ def load_version(model: ModelVersion, warmup_batch_sizes: Iterable[int] = (1,)) 
     try:
         _load_checked(model, warmup_batch_sizes)
     except Exception as exc:
-        model.saved_model = None
+        model.release()
         reason = str(exc) if isinstance(exc, LoadError) else "the model could not be loaded"
         logger.error("model %s failed to load from %s: %s", model.label, model.path, reason, exc_info=exc)
         return reason

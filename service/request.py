@@ -29,6 +29,7 @@ class Api(StrEnum):
 class Operation(StrEnum):
     classify = "classify"
     feature_maps = "feature_maps"
+    explain = "explain"
 
 
 class Polarity(StrEnum):
@@ -37,6 +38,35 @@ class Polarity(StrEnum):
     auto = "auto"
     invert = "invert"
     keep = "keep"
+
+
+class ExplainMethod(StrEnum):
+    gradcam = "gradcam"
+    saliency = "saliency"
+    occlusion = "occlusion"
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainSpec:
+    """What to explain: the method, Grad-CAM's layer, the class (``None``: the top-1) and occlusion's patch."""
+
+    method: ExplainMethod = ExplainMethod.gradcam
+    layer: str | None = None
+    target: int | None = None
+    patch_size: int = 4
+    stride: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Heatmaps ``(n, h, w)`` in [0, 1], the class each explains, and the probabilities of the image as sent."""
+
+    method: ExplainMethod
+    layer: str | None
+    targets: np.ndarray  # (n,) class ids
+    heatmaps: np.ndarray  # (n, h, w) float32
+    probabilities: np.ndarray  # (n, classes)
+    inputs: np.ndarray  # (n, h, w, channels): the model input the heatmaps lie over
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +122,7 @@ class InferenceRequest:
     polarity: Polarity = Polarity.auto
     input_name: str | None = None
     outputs: tuple[str, ...] | None = None
+    explain: ExplainSpec | None = None  # what to explain (operation ``explain``)
     # -- how to answer (dialect-specific) --
     top_k: int | None = None
     as_png: bool = False
@@ -109,7 +140,8 @@ class InferenceRequest:
 
 @dataclass(frozen=True, slots=True)
 class InferenceResult:
-    """A request's answer: class probabilities ``(n, classes)`` or the activations of the asked layers."""
+    """A request's answer: class probabilities ``(n, classes)``, the activations of the asked layers, or
+    an explanation."""
 
     request: InferenceRequest
     model_name: str
@@ -117,10 +149,13 @@ class InferenceResult:
     card: ModelCard
     probabilities: np.ndarray | None = None
     activations: dict[str, np.ndarray] | None = None
+    explanation: Explanation | None = None
 
     @property
     def nbytes(self) -> int:
         """Size of the output arrays (encoding a large result is moved off the event loop)."""
+        if self.explanation is not None:
+            return self.explanation.heatmaps.nbytes
         if self.activations is not None:
             return sum(array.nbytes for array in self.activations.values())
         return self.probabilities.nbytes if self.probabilities is not None else 0

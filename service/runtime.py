@@ -269,7 +269,7 @@ class Runtime:
         served = self._served.pop(model.label, None)
         if served is not None:
             await served.batcher.drain(max(0.0, deadline - time.monotonic()))
-        model.saved_model = None
+        model.release()
         self.metrics.unloads.labels(model.name).inc()
         self.metrics.forget_version(model.label)
         self._enter(model, VersionState.END)

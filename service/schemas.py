@@ -90,6 +90,19 @@ class FeatureMapsResponse(BaseModel):
     layers: list[LayerActivation]
 
 
+class ExplainResponse(BaseModel):
+    """Why the model chose a class for one image: a heatmap over the model's input."""
+
+    model_name: str
+    model_version: int
+    method: str = Field(description="gradcam, saliency or occlusion.")
+    layer: str | None = Field(description="The convolutional layer Grad-CAM used; null for the other methods.")
+    target: ClassScore = Field(description="The class explained (the top-1 unless the request named one).")
+    prediction: ClassScore = Field(description="The model's top-1 class for the image.")
+    shape: list[int] = Field(description="Heatmap height and width: the model's input size.")
+    heatmap: list[list[float]] = Field(description="Importance of each input pixel for the target, in [0, 1].")
+
+
 class Transition(BaseModel):
     state: str
     at: float = Field(description="Unix time of the change.")

@@ -1,8 +1,8 @@
-"""The native API's ``predict`` and ``feature-maps`` bodies ↔ the internal request.
+"""The native API's ``predict``, ``feature-maps`` and ``explain`` bodies ↔ the internal request.
 
 A body is multipart files (read by the route), a raw image, or JSON with base64 ``images``/``image``
 or a ``tensor``; answers are :class:`~service.schemas.PredictResponse`, a feature-map JSON document
-or a PNG grid of one layer.
+or a PNG grid of one layer, and :class:`~service.schemas.ExplainResponse` or a heatmap overlay PNG.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from starlette.responses import Response
 
 from service import wire
 from service.errors import InvalidInput, UnsupportedMediaType
-from service.request import Api, InferenceRequest, InferenceResult, Operation, Polarity, TensorInput
+from service.request import Api, ExplainSpec, InferenceRequest, InferenceResult, Operation, Polarity, TensorInput
 from service.schemas import (
     ClassScore,
+    ExplainResponse,
     FeatureMapsJSONRequest,
     ImagePrediction,
     PredictJSONRequest,
     PredictResponse,
 )
-from service.visualize import feature_grid, to_png
+from service.visualize import feature_grid, heatmap_overlay, to_png
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
@@ -105,6 +106,23 @@ def decode_feature_maps(
     return request
 
 
+def decode_explain(
+    content: bytes | Sequence[bytes],
+    *,
+    media: str,
+    model: str,
+    version: int | str | None,
+    spec: ExplainSpec,
+    as_png: bool,
+    polarity: Polarity,
+) -> InferenceRequest:
+    request = InferenceRequest(
+        model, version, Api.native, Operation.explain, polarity=polarity, explain=spec, as_png=as_png
+    )
+    _decode(content, media, request, single=True)
+    return request
+
+
 def _ranked(row: np.ndarray, class_names: list[str], k: int) -> list[ClassScore]:
     order = np.argsort(-row, kind="stable")[:k]
     return [ClassScore(class_id=int(i), label=class_names[int(i)], probability=float(row[i])) for i in order]
@@ -144,4 +162,31 @@ def encode_feature_maps(result: InferenceResult) -> Response:
         for name, values in activations.items()
     ]  # fmt: skip
     content = {"model_name": result.model_name, "model_version": result.model_version, "layers": layers}
+    return Response(wire.dumps(content), media_type="application/json")
+
+
+def _score(class_id: int, probabilities: np.ndarray, class_names: list[str]) -> ClassScore:
+    return ClassScore(class_id=class_id, label=class_names[class_id], probability=float(probabilities[class_id]))
+
+
+def encode_explain(result: InferenceResult) -> Response:
+    """The one image's heatmap as JSON, or laid over the model's input as a PNG."""
+    explanation = result.explanation
+    assert explanation is not None
+    heatmap = explanation.heatmaps[0]
+    if result.request.as_png:
+        return Response(to_png(heatmap_overlay(explanation.inputs[0], heatmap)), media_type="image/png")
+    names, probabilities = result.card.class_names, explanation.probabilities[0]
+    response = ExplainResponse(
+        model_name=result.model_name,
+        model_version=result.model_version,
+        method=explanation.method.value,
+        layer=explanation.layer,
+        target=_score(int(explanation.targets[0]), probabilities, names),
+        prediction=_score(int(probabilities.argmax()), probabilities, names),
+        shape=list(heatmap.shape),
+        heatmap=[],
+    )
+    content = response.model_dump()
+    content["heatmap"] = heatmap  # written by orjson straight from the array
     return Response(wire.dumps(content), media_type="application/json")

@@ -1,4 +1,4 @@
-"""TensorFlow Serving's REST ``:predict`` ↔ the internal request.
+"""TensorFlow Serving's REST ``:predict`` (and KServe v1's ``:explain``) ↔ the internal request.
 
 Row (``instances``) and columnar (``inputs``) requests, ``{"b64": ...}`` values (decoded as image
 files, then preprocessed like uploads), ``signature_name`` ``serving_default`` or ``feature_maps``, as
@@ -16,7 +16,7 @@ from starlette.responses import Response
 from contract import FEATURE_MAPS_SIGNATURE, SERVING_SIGNATURE
 from service import wire
 from service.errors import InvalidInput
-from service.request import Api, InferenceRequest, InferenceResult, Operation, TensorInput
+from service.request import Api, ExplainSpec, InferenceRequest, InferenceResult, Operation, TensorInput
 
 _KEYS = frozenset({"signature_name", "instances", "inputs"})
 
@@ -49,14 +49,35 @@ def _unwrap_named(value: Any, names: set[str]) -> Any:
 
 
 def decode_predict(body: bytes, *, model: str, version: int | str | None) -> InferenceRequest:
+    payload = _payload(body)
+    signature = payload.get("signature_name") or SERVING_SIGNATURE
+    if signature not in (SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE):
+        raise InvalidInput(f'Serving signature name: "{signature}" not found in signature def')
+    operation = Operation.classify if signature == SERVING_SIGNATURE else Operation.feature_maps
+    return _request(payload, InferenceRequest(model, version, Api.tfserving, operation))
+
+
+def decode_explain(body: bytes, *, model: str, version: int | str | None, spec: ExplainSpec) -> InferenceRequest:
+    """KServe's v1 ``:explain``: the body of ``:predict`` (``serving_default`` only); what to explain
+    comes from the query string."""
+    payload = _payload(body)
+    signature = payload.get("signature_name") or SERVING_SIGNATURE
+    if signature != SERVING_SIGNATURE:
+        raise InvalidInput(f"explain runs on signature {SERVING_SIGNATURE!r}, not {signature!r}")
+    return _request(payload, InferenceRequest(model, version, Api.tfserving, Operation.explain, explain=spec))
+
+
+def _payload(body: bytes) -> dict[str, Any]:
     payload = wire.parse_json(body)
     if type(payload) is not dict:
         raise InvalidInput("request body must be a JSON object")
     if not payload.keys() <= _KEYS:
         raise InvalidInput(f"unknown key(s) in request: {sorted(set(payload) - _KEYS)}")
-    signature = payload.get("signature_name") or SERVING_SIGNATURE
-    if signature not in (SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE):
-        raise InvalidInput(f'Serving signature name: "{signature}" not found in signature def')
+    return payload
+
+
+def _request(payload: dict[str, Any], request: InferenceRequest) -> InferenceRequest:
+    """Fill in the request's images or tensor, input name and layout from ``instances`` or ``inputs``."""
     names: set[str] = set()
     if "instances" in payload:
         if "inputs" in payload:
@@ -64,9 +85,9 @@ def decode_predict(body: bytes, *, model: str, version: int | str | None) -> Inf
         rows = payload["instances"]
         if type(rows) is not list or not rows:
             raise InvalidInput("'instances' must be a non-empty list")
-        values, row_format = [_unwrap_named(row, names) for row in rows], True
+        values, request.rows = [_unwrap_named(row, names) for row in rows], True
     elif "inputs" in payload:
-        values, row_format = _unwrap_named(payload["inputs"], names), False
+        values, request.rows = _unwrap_named(payload["inputs"], names), False
         if _is_b64(values):
             values = [values]
         if type(values) is not list:
@@ -75,11 +96,7 @@ def decode_predict(body: bytes, *, model: str, version: int | str | None) -> Inf
         raise InvalidInput("Missing 'inputs' or 'instances' key")
     if len(names) > 1:
         raise InvalidInput(f"unknown input name(s) {sorted(names)}; the signature has exactly one input")
-    request = InferenceRequest(
-        model, version, Api.tfserving,
-        Operation.classify if signature == SERVING_SIGNATURE else Operation.feature_maps,
-        input_name=names.pop() if names else None, rows=row_format,
-    )  # fmt: skip
+    request.input_name = names.pop() if names else None
     if values and all(_is_b64(v) for v in values):
         request.images = [wire.b64decode(v["b64"], f"instance {i}") for i, v in enumerate(values)]
     elif any(_is_b64(v) for v in values):
@@ -104,3 +121,24 @@ def encode_predict(result: InferenceResult) -> Response:
     else:
         content = {"outputs": outputs}
     return Response(wire.dumps(content), media_type="application/json")
+
+
+def encode_explain(result: InferenceResult) -> Response:
+    """``{"explanations": [...]}``: per image, the class explained, its probability and the heatmap."""
+    explanation = result.explanation
+    assert explanation is not None
+    names = result.card.class_names
+    rows = [
+        {
+            "method": explanation.method.value,
+            "layer": explanation.layer,
+            "target": int(target),
+            "label": names[int(target)],
+            "probability": float(probabilities[target]),
+            "heatmap": heatmap,
+        }
+        for target, probabilities, heatmap in zip(
+            explanation.targets, explanation.probabilities, explanation.heatmaps, strict=True
+        )
+    ]
+    return Response(wire.dumps({"explanations": rows}), media_type="application/json")
