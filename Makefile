@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_APT := dataset-fashion-mnist
+BROWSER_APT := chromium
 BENCH_APT := wrk
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -35,7 +36,7 @@ serve: install
 
 ## lint and run the test suite (the command CI runs)
 test: install
-	$(call apt_install,$(TEST_APT))
+	$(call apt_install,$(TEST_APT) $(BROWSER_APT))
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -m "not reliability_slow"

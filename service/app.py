@@ -1,4 +1,5 @@
-"""The app factory: settings → runtime (models, batchers, threads) → pipeline → routers and middlewares.
+"""The app factory: settings → runtime (models, batchers, threads) → pipeline → routers, the explorer
+page and middlewares.
 
 ``uvicorn --factory service.app:create_app`` serves the default settings (``CNN_*`` environment
 variables); ``python -m service`` does that with the settings' host, port and shutdown grace period.
@@ -12,9 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service import __version__, api_native, api_repository, api_tfserving, api_v2, health
 from service.errors import ERROR_RESPONSES, install_error_handlers
+from service.explorer import add_explorer
 from service.limits import BodySizeLimit
 from service.metrics import Metrics, MetricsMiddleware
 from service.pipeline import InferencePipeline
@@ -23,12 +26,13 @@ from service.settings import Settings, get_settings
 
 DESCRIPTION = """
 Classifies Fashion-MNIST-style images with convolutional networks exported as SavedModels, and
-explains them: per-layer architecture summaries and feature maps.
+shows how: per-layer architecture summaries, feature maps, and explanations (Grad-CAM, saliency,
+occlusion). A web page over this API is at `/`.
 
 Three APIs share one batched inference path:
 - **native** (`/api/v1`): multipart uploads, raw images, base64 or tensor JSON; top-k with class names;
-  feature maps as arrays or PNG grids; layer summaries;
-- **TensorFlow Serving REST** (`/v1/models/...`);
+  feature maps as arrays or PNG grids; explanations as arrays or heatmap overlays; layer summaries;
+- **TensorFlow Serving REST** (`/v1/models/...`), and KServe v1's `:explain`;
 - **Open Inference Protocol v2** (`/v2/...`, KServe/Triton), including binary tensors and the model
   repository extension (index, load, unload).
 
@@ -52,7 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="CNN model server", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs with Swagger UI's script, style and icon served from the package, not a CDN. No ReDoc: its
+    # bundle still fetches a logo from its vendor's site.
+    app = FastAPIOffline(
+        title="CNN model server", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        static_url="/docs-assets", redoc_url=None,
+    )  # fmt: skip
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = runtime
@@ -62,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in (api_native.router, api_tfserving.router, api_v2.router, api_repository.router):
         app.include_router(router, responses=ERROR_RESPONSES)
+    add_explorer(app)
     # Middlewares, innermost first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=lambda: runtime.model_names)
