@@ -55,20 +55,25 @@ def _upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class Explainer:
-    """Gradients and occlusion over one loaded SavedModel (built on first use, then reused)."""
+    """Gradients, class scores and occlusion over one loaded SavedModel (built on first use, then reused).
+
+    All three methods explain the class *score*, the logit before the softmax (or the output itself when
+    the last layer is not a softmax): a confident model's probability is 1.0 in float32 whatever one
+    changes, its logit is not.
+    """
 
     def __init__(self, saved_model: Any, card: ModelCard, predict: Callable[[np.ndarray], np.ndarray]) -> None:
         self.card = card
         self.conv_layers = conv_layers(card)
         self._predict = predict
-        self._gradients = _gradient_function(saved_model, card, self.conv_layers)
+        self._gradients, self._scores = _graph_functions(saved_model, card, self.conv_layers)
 
     def explain(self, images: np.ndarray, spec: ExplainSpec) -> Explanation:
         probabilities = self._predict(images)
         targets = probabilities.argmax(axis=1) if spec.target is None else np.full(len(images), spec.target)
         layer = None
         if spec.method is ExplainMethod.occlusion:
-            heatmaps = self.occlusion(images, targets, probabilities, spec.patch_size, spec.stride)
+            heatmaps = self.occlusion(images, targets, spec.patch_size, spec.stride)
         elif spec.method is ExplainMethod.saliency:
             heatmaps = self.saliency(images, targets)
         else:
@@ -81,6 +86,12 @@ class Explainer:
 
         onehot = tf.one_hot(targets, len(self.card.class_names), dtype=tf.float32)
         return self._gradients(tf.constant(images, tf.float32), onehot)
+
+    def class_scores(self, images: np.ndarray) -> np.ndarray:
+        """Every class's score (logit) ``(n, classes)``."""
+        import tensorflow as tf
+
+        return self._scores(tf.constant(images, tf.float32)).numpy()
 
     def gradcam(self, images: np.ndarray, targets: np.ndarray, layer: str) -> np.ndarray:
         """ReLU of the layer's channels weighted by their mean gradient of the class score."""
@@ -98,39 +109,38 @@ class Explainer:
         gradient = self._grads(images, targets)["input_gradient"].numpy()
         return _normalise((gradient * images).sum(axis=-1))
 
-    def occlusion(
-        self, images: np.ndarray, targets: np.ndarray, probabilities: np.ndarray, patch: int, stride: int
-    ) -> np.ndarray:
-        """How much the class probability drops when a ``patch``×``patch`` square (set to 0, the
-        background) covers each pixel, averaged over the patches that cover it."""
+    def occlusion(self, images: np.ndarray, targets: np.ndarray, patch: int, stride: int) -> np.ndarray:
+        """How much the class score falls when a ``patch``×``patch`` square set to 0 (the background)
+        covers each pixel, averaged over the squares that cover it."""
         height, width = images.shape[1:3]
         corners = [
             (top, left)
             for top in range(0, max(height - patch, 0) + 1, stride)
             for left in range(0, max(width - patch, 0) + 1, stride)
         ]
+        rows = np.arange(len(images))
+        baseline = self.class_scores(images)[rows, targets]
         heat = np.zeros((len(images), height, width), np.float32)
         cover = np.zeros((height, width), np.float32)
         for top, left in corners:
             cover[top : top + patch, left : left + patch] += 1
-        rows = np.arange(len(images))
-        chunk = max(1, 256 // max(1, len(images)))  # occluded copies per model call: about 256 images
+        chunk = max(1, 256 // len(images))  # occluded copies per model call: about 256 images
         for start in range(0, len(corners), chunk):
             batch = corners[start : start + chunk]
             occluded = np.repeat(images[None], len(batch), axis=0)  # (corners, n, h, w, c)
             for i, (top, left) in enumerate(batch):
                 occluded[i, :, top : top + patch, left : left + patch] = 0.0
-            scores = self._predict(occluded.reshape(-1, *images.shape[1:])).reshape(len(batch), len(images), -1)
-            drops = probabilities[rows, targets][None] - scores[:, rows, targets]  # (corners, n)
+            scores = self.class_scores(occluded.reshape(-1, *images.shape[1:])).reshape(len(batch), len(images), -1)
+            drops = baseline[None] - scores[:, rows, targets]  # (corners, n)
             for i, (top, left) in enumerate(batch):
                 heat[:, top : top + patch, left : left + patch] += drops[i][:, None, None]
         return _normalise(heat / np.maximum(cover, 1.0))
 
 
-def _gradient_function(saved_model: Any, card: ModelCard, layers: list[str]) -> Callable[..., dict[str, Any]]:
-    """A function ``(images, onehot) → {activations, gradients, input_gradient}`` over the frozen
-    ``feature_maps`` graph: the gradients of ``sum(logits · onehot)`` (the class score before the
-    softmax, or the probability when the last layer is not a softmax)."""
+def _graph_functions(saved_model: Any, card: ModelCard, layers: list[str]) -> tuple[Callable, Callable]:
+    """Two functions over the frozen ``feature_maps`` graph: ``(images, onehot) → {activations,
+    gradients, input_gradient}``, the gradients of ``sum(scores · onehot)`` with respect to the layers'
+    activations and the input, and ``images → scores``, every class's score."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -150,12 +160,22 @@ def _gradient_function(saved_model: Any, card: ModelCard, layers: list[str]) -> 
     input_name = frozen.inputs[0].name
 
     def gradients(images: Any, onehot: Any) -> dict[str, Any]:
-        *activations, logits = tf.graph_util.import_graph_def(
+        *activations, scores = tf.graph_util.import_graph_def(
             graph, input_map={input_name: images}, return_elements=fetch, name="model"
         )
-        class_score = tf.reduce_sum(logits * onehot, axis=1)
+        class_score = tf.reduce_sum(scores * onehot, axis=1)
         grads = tf.gradients(class_score, [*activations, images])
         return {"activations": activations, "gradients": grads[:-1], "input_gradient": grads[-1]}
 
-    spec = tf.TensorSpec([None, *card.input_shape], tf.float32)
-    return tf.compat.v1.wrap_function(gradients, [spec, tf.TensorSpec([None, len(card.class_names)], tf.float32)])
+    def scores(images: Any) -> Any:
+        (result,) = tf.graph_util.import_graph_def(
+            graph, input_map={input_name: images}, return_elements=[score.name], name="model"
+        )
+        return result
+
+    image_spec = tf.TensorSpec([None, *card.input_shape], tf.float32)
+    onehot_spec = tf.TensorSpec([None, len(card.class_names)], tf.float32)
+    return (
+        tf.compat.v1.wrap_function(gradients, [image_spec, onehot_spec]),
+        tf.compat.v1.wrap_function(scores, [image_spec]),
+    )

@@ -50,7 +50,8 @@ def _decode(content: bytes | Sequence[bytes], media: str, request: InferenceRequ
     if media == MULTIPART:
         request.images = list(content)
         if not request.images:
-            raise InvalidInput("multipart body has no file parts; send images as form field 'files'")
+            field = "the image as form field 'file'" if single else "images as form field 'files'"
+            raise InvalidInput(f"multipart body has no file parts; send {field}")
     elif media in _RAW_TYPES:
         request.images = [bytes(content)]
     elif media in _JSON_TYPES:
