@@ -29,6 +29,7 @@ RUN mkdir contract models service && touch README.md contract/__init__.py models
 
 FROM builder AS build-cpu
 RUN pip install --no-cache-dir -c constraints.txt '.[cpu]' && pip uninstall -y cnn-serving \
+ && pip install --no-cache-dir --no-deps -c constraints.txt tensorflow-serving-api \
  && rm -rf build *.egg-info
 COPY contract ./contract
 COPY models ./models
@@ -44,10 +45,12 @@ WORKDIR /app
 # Models are read from here unless CNN_MODEL_REPOSITORY points elsewhere (e.g. a mounted volume).
 ENV CNN_MODEL_REPOSITORY=/app/model_repository \
     CNN_HOST=0.0.0.0 \
-    CNN_PORT=8000
+    CNN_PORT=8000 \
+    CNN_GRPC_PORT=8500
 COPY docker/entrypoint.sh /usr/local/bin/cnn-serving
 COPY docker/healthcheck.py /usr/local/bin/cnn-serving-healthcheck
-EXPOSE 8000
+# HTTP (REST APIs, the explorer page) and gRPC (KServe v2 and TF Serving services).
+EXPOSE 8000 8500
 # Readiness, not just liveness: healthy once every model is loaded and warmed up.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "/usr/local/bin/cnn-serving-healthcheck"]
@@ -62,6 +65,7 @@ COPY model_repository /app/model_repository
 # The GPU build stage comes after `cpu`, so the legacy builder stops before it for --target cpu.
 FROM builder AS build-gpu
 RUN pip install --no-cache-dir -c constraints.txt '.[gpu]' && pip uninstall -y cnn-serving \
+ && pip install --no-cache-dir --no-deps -c constraints.txt tensorflow-serving-api \
  && rm -rf build *.egg-info
 COPY contract ./contract
 COPY models ./models

@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt tensorflow-serving-api
 	touch $@
 
 install: $(STAMP)

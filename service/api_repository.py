@@ -81,14 +81,19 @@ def _entry(runtime: Runtime, model: ModelVersion) -> IndexEntry:
     description='Every model version and its state. Body (optional): `{"ready": true}` lists only READY ones.',
 )
 async def index(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
-    only_ready = (await _body(request, IndexRequest)).ready
+    entries = repository_index(runtime, only_ready=(await _body(request, IndexRequest)).ready)
+    return json_response([e.model_dump() for e in entries])
+
+
+def repository_index(runtime: Runtime, only_ready: bool) -> list[IndexEntry]:
+    """Every model version and its state (REST and gRPC)."""
     entries = []
     for name in sorted(runtime.model_names):
         versions = runtime.repository.versions(name)
         if not versions and not only_ready:
             entries.append(IndexEntry(name=name, state="UNAVAILABLE", reason="no version found"))
         entries += [_entry(runtime, v) for v in versions]
-    return json_response([e.model_dump() for e in entries if e.state == "READY" or not only_ready])
+    return [e for e in entries if e.state == "READY" or not only_ready]
 
 
 @router.post(

@@ -28,8 +28,8 @@ TAGS = ["tensorflow-serving"]
 router = APIRouter(prefix="/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
 
 
-def _status(model: ModelVersion) -> dict[str, Any]:
-    """TF Serving's ``ModelVersionStatus``: a failed load is END with its error."""
+def version_status(model: ModelVersion) -> dict[str, Any]:
+    """TF Serving's ``ModelVersionStatus`` (REST and gRPC): a failed load is END with its error."""
     failed = model.state is VersionState.END and model.error is not None
     return {
         "version": str(model.version),
@@ -46,7 +46,7 @@ def _tensor_info(name: str, shape: list[int]) -> dict[str, Any]:
     }
 
 
-def _signature_defs(model: ModelVersion) -> dict[str, Any]:
+def signature_defs(model: ModelVersion) -> dict[str, Any]:
     card = model.loaded_card
     image = {card.input.name: _tensor_info(card.input.name, card.input.shape)}
     layers = {layer.name: layer for layer in card.summary.layers} if card.summary else {}
@@ -77,7 +77,7 @@ async def model_status(
 ) -> Response:
     ref = version_ref(version, label)
     models = [runtime.find(name, ref)] if ref is not None else runtime.repository.versions(name)
-    return json_response({"model_version_status": [_status(m) for m in models]})
+    return json_response({"model_version_status": [version_status(m) for m in models]})
 
 
 @versioned_route(router, "get", "/models/{name}/metadata", summary="Signature metadata")
@@ -91,7 +91,7 @@ async def model_metadata(
     return json_response(
         {
             "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
-            "metadata": {"signature_def": {"signature_def": _signature_defs(model)}},
+            "metadata": {"signature_def": {"signature_def": signature_defs(model)}},
         }
     )
 

@@ -23,10 +23,28 @@ from service.wire import json_response
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)])
 
 
-@router.get("", response_model=v2.ServerMetadata, summary="Server metadata")
-async def server_metadata() -> v2.ServerMetadata:
+def server_info() -> v2.ServerMetadata:
+    """The server's name, version and protocol extensions (REST and gRPC)."""
     extensions = ["binary_tensor_data", "model_repository"]
     return v2.ServerMetadata(name=SERVER_NAME, version=__version__, extensions=extensions)
+
+
+def model_info(runtime: Runtime, name: str, ref: int | str | None) -> v2.ModelMetadata:
+    """A served version's metadata: its versions, platform and tensors (REST and gRPC)."""
+    served = runtime.served(name, ref)
+    card = served.card
+    return v2.ModelMetadata(
+        name=served.version.name,
+        versions=[str(v) for v in sorted(runtime.repository.models[served.version.name])],
+        platform="tensorflow_savedmodel",
+        inputs=[v2.TensorMetadata(name=card.input.name, datatype="FP32", shape=card.input.shape)],
+        outputs=[v2.TensorMetadata(name=card.output.name, datatype="FP32", shape=card.output.shape)],
+    )
+
+
+@router.get("", response_model=v2.ServerMetadata, summary="Server metadata")
+async def server_metadata() -> v2.ServerMetadata:
+    return server_info()
 
 
 @versioned_route(router, "get", "/models/{name}", response_model=v2.ModelMetadata, summary="Model metadata")
@@ -36,15 +54,7 @@ async def model_metadata(
     version: str | None = None,
     label: str | None = None,
 ) -> v2.ModelMetadata:
-    served = runtime.served(name, version_ref(version, label))
-    card = served.card
-    return v2.ModelMetadata(
-        name=served.version.name,
-        versions=[str(v) for v in sorted(runtime.repository.models[served.version.name])],
-        platform="tensorflow_savedmodel",
-        inputs=[v2.TensorMetadata(name=card.input.name, datatype="FP32", shape=card.input.shape)],
-        outputs=[v2.TensorMetadata(name=card.output.name, datatype="FP32", shape=card.output.shape)],
-    )
+    return model_info(runtime, name, version_ref(version, label))
 
 
 @versioned_route(

@@ -18,6 +18,7 @@ from fastapi_offline import FastAPIOffline
 from service import __version__, api_native, api_repository, api_tfserving, api_v2, health
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.explorer import add_explorer
+from service.grpc_server import GrpcServer
 from service.limits import BodySizeLimit
 from service.metrics import Metrics, MetricsMiddleware
 from service.pipeline import InferencePipeline
@@ -47,13 +48,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
     runtime = Runtime(settings, metrics)
+    pipeline = InferencePipeline(runtime)
+    grpc_server = GrpcServer(settings, runtime, pipeline, metrics) if settings.grpc_port else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
+            if grpc_server is not None:
+                await grpc_server.start()
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_timeout_s)
             await runtime.stop()
 
     # /docs with Swagger UI's script, style and icon served from the package, not a CDN. No ReDoc: its
@@ -65,7 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = runtime
-    app.state.pipeline = InferencePipeline(runtime)
+    app.state.pipeline = pipeline
+    app.state.grpc = grpc_server
     install_error_handlers(app)
     api_tfserving.add_predict_routes(app.router, responses=ERROR_RESPONSES)  # the hot path, matched first
     app.include_router(health.router)

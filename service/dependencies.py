@@ -12,6 +12,7 @@ from service.errors import Forbidden, Unauthorized
 from service.pipeline import InferencePipeline
 from service.request import ExplainMethod, ExplainSpec
 from service.runtime import Runtime
+from service.settings import Settings
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -27,11 +28,16 @@ async def require_api_key(request: Request) -> None:
 
     A router dependency. A repeated header counts by its first value.
     """
-    expected = request.app.state.settings.api_key
+    check_api_key(
+        request.app.state.settings.api_key, request.headers.get("x-api-key"), request.headers.get("authorization")
+    )
+
+
+def check_api_key(expected: str | None, x_api_key: str | None, authorization: str | None) -> None:
+    """401 unless no key is set, or ``X-API-Key`` or ``Authorization: Bearer`` carries it (HTTP and gRPC)."""
     if not expected:
         return
-    supplied = request.headers.get("x-api-key")
-    authorization = request.headers.get("authorization")
+    supplied = x_api_key
     if not supplied and authorization and authorization.lower().startswith("bearer "):
         supplied = authorization[7:].strip()
     if not supplied or not secrets.compare_digest(supplied.encode(), expected.encode()):
@@ -40,7 +46,12 @@ async def require_api_key(request: Request) -> None:
 
 async def require_model_control(request: Request) -> None:
     """Management calls (load, unload, labels) only when ``CNN_ALLOW_MODEL_CONTROL`` allows them."""
-    if not request.app.state.settings.model_control_allowed:
+    check_model_control(request.app.state.settings)
+
+
+def check_model_control(settings: Settings) -> None:
+    """403 unless model control is allowed (HTTP and gRPC)."""
+    if not settings.model_control_allowed:
         raise Forbidden(
             "model control is turned off: set CNN_ALLOW_MODEL_CONTROL=true (and CNN_API_KEY when the server "
             "is reachable from other hosts)"

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight requests on SIGTERM.")
     host: str = Field("127.0.0.1", description="Bind address for `python -m service`.")
     port: int = Field(8000, ge=1, le=65535, description="Port for `python -m service`.")
+    grpc_port: int = Field(
+        8500, ge=0, le=65535, description="gRPC port (KServe v2 and TF Serving services, health, reflection); 0: off."
+    )
     log_level: str = Field("info", description="Python logging level.")
     access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
 

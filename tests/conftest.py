@@ -12,6 +12,9 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Apps built in the test process serve HTTP only: many of them would otherwise share the gRPC port.
+# Servers started as processes get a free gRPC port each (tests/reliability/servers.py).
+os.environ.setdefault("CNN_GRPC_PORT", "0")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # CNN_TEST_MODEL_REPOSITORY points the tests at another repository with the same layout.

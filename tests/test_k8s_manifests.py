@@ -106,9 +106,12 @@ def test_probes_and_graceful_shutdown(kustomization: str):
     c = container(docs)
     port_names = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert port_names.get("http") == 8000
-    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    # Readiness through gRPC health checking, on the port the server's gRPC listens on.
+    grpc_port = int(one(docs, "ConfigMap")["data"]["CNN_GRPC_PORT"])
+    assert port_names.get("grpc") == grpc_port
+    assert c["readinessProbe"]["grpc"]["port"] == grpc_port
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):
         if probe in c:
             assert c[probe]["httpGet"]["port"] in ("http", 8000)
     # After SIGTERM (which follows preStop) uvicorn drains for up to CNN_SHUTDOWN_TIMEOUT_S; the kubelet
@@ -170,8 +173,10 @@ def test_selectors_and_config_are_wired(kustomization: str):
     for kind, selector in selectors.items():
         assert selector, f"{kind} selector is empty (it would select every pod)"
         assert selector.items() <= pod_labels.items(), f"{kind} selector does not match the pods"
-    service_port = one(docs, "Service")["spec"]["ports"][0]
-    assert service_port["targetPort"] == "http"
+    service_ports = {port["name"]: port for port in one(docs, "Service")["spec"]["ports"]}
+    assert service_ports["http"]["targetPort"] == "http"
+    assert service_ports["grpc"]["targetPort"] == "grpc"
+    assert service_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
 
     config = one(docs, "ConfigMap")
     refs = [e["configMapRef"]["name"] for e in container(docs)["envFrom"] if "configMapRef" in e]

@@ -245,7 +245,10 @@ def test_custom_predictor_speaks_v2_on_port_8080():
     assert c["name"] == "kserve-container"
     # KServe's webhook accepts only v1 or v2 here; v2 = Open Inference Protocol.
     assert env()["PROTOCOL"]["value"] == "v2"
-    assert c["ports"] == [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http1", "containerPort": PORT, "protocol": "TCP"},
+        {"name": "h2c", "containerPort": int(env()["CNN_GRPC_PORT"]["value"]), "protocol": "TCP"},
+    ]
     assert isvc()["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in ("Standard", "RawDeployment")
 
 

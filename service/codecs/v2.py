@@ -22,8 +22,8 @@ from service.request import Api, InferenceRequest, InferenceResult, TensorInput
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_RANK = 8
 _MAX_DIMENSION = 2**31 - 1
-_NUMERIC = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "UINT8": np.dtype("u1")}
-_DTYPE_NAMES = {"FP32": "float32", "FP64": "float64", "UINT8": "uint8"}
+NUMERIC_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "UINT8": np.dtype("u1")}
+DTYPE_NAMES = {"FP32": "float32", "FP64": "float64", "UINT8": "uint8"}
 
 
 # -- wire schemas ---------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def _bytes_elements(raw: bytes) -> list[bytes]:
+def bytes_elements(raw: bytes) -> list[bytes]:
     """Triton's BYTES serialization: each element is a 4-byte little-endian length, then the bytes."""
     elements, offset = [], 0
     while offset < len(raw):
@@ -102,7 +102,7 @@ def _bytes_elements(raw: bytes) -> list[bytes]:
     return elements
 
 
-def _checked_shape(shape: list[int]) -> tuple[int, ...]:
+def checked_shape(shape: list[int]) -> tuple[int, ...]:
     if len(shape) > _MAX_RANK:
         raise InvalidInput(f"input shape {shape} has more than {_MAX_RANK} dimensions")
     if any(d < 0 or d > _MAX_DIMENSION for d in shape):
@@ -124,11 +124,11 @@ def _binary_section(tensor: InferInput, binary: bytes) -> bytes | None:
 def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) -> None:
     """The request's one input (JSON ``data`` or the binary section after the header) → images or tensor."""
     raw = _binary_section(tensor, binary)
-    shape = _checked_shape(tensor.shape)
+    shape = checked_shape(tensor.shape)
     count = math.prod(shape)  # exact: an int64 product can wrap around to a count that matches the data
     if tensor.datatype == "BYTES":
         if raw is not None:
-            blobs = _bytes_elements(raw)
+            blobs = bytes_elements(raw)
         else:
             flat = np.asarray(tensor.data, dtype=object).reshape(-1).tolist()
             if not all(isinstance(item, str) for item in flat):
@@ -138,7 +138,7 @@ def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) 
             raise InvalidInput(f"shape {list(shape)} needs {count} BYTES elements, got {len(blobs)}")
         request.images = blobs
         return
-    dtype = _NUMERIC.get(tensor.datatype)
+    dtype = NUMERIC_DTYPES.get(tensor.datatype)
     if dtype is None:
         raise InvalidInput(f"unsupported datatype {tensor.datatype!r}; use FP32, FP64, UINT8 or BYTES")
     if raw is not None:
@@ -149,7 +149,7 @@ def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) 
         values: list[Any] | np.ndarray = np.frombuffer(raw, dtype=dtype)
     else:
         values = tensor.data or []
-    request.tensor = TensorInput(values, dtype=_DTYPE_NAMES[tensor.datatype], shape=shape)
+    request.tensor = TensorInput(values, dtype=DTYPE_NAMES[tensor.datatype], shape=shape)
 
 
 def decode_infer(body: bytes, *, model: str, version: int | str | None, header_length: str | None) -> InferenceRequest:

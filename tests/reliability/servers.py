@@ -52,11 +52,13 @@ class ServerProcess:
 
     def __init__(self, repository: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
+        self.grpc_port = free_port()
         self.log_path = log_path
         environment = {key: value for key, value in os.environ.items() if not key.startswith("CNN_")}
         environment.update(
-            CNN_MODEL_REPOSITORY=str(repository), CNN_HOST=HOST, CNN_PORT=str(self.port), TF_CPP_MIN_LOG_LEVEL="2"
-        )
+            CNN_MODEL_REPOSITORY=str(repository), CNN_HOST=HOST, CNN_PORT=str(self.port),
+            CNN_GRPC_PORT=str(self.grpc_port), TF_CPP_MIN_LOG_LEVEL="2",
+        )  # fmt: skip
         environment.update(env or {})
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
@@ -70,6 +72,10 @@ class ServerProcess:
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
 
     @property
     def pid(self) -> int:
