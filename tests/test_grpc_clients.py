@@ -236,3 +236,43 @@ def test_api_key_through_metadata(bundled_repository, tmp_path, images):
         bearer = client.infer("lenet5", [tensor], headers={"authorization": "Bearer s3cret"})
         assert bearer.as_numpy("probabilities").shape == (IMAGES, 10)
         client.close()
+
+
+# -- metrics and shutdown ---------------------------------------------------------------------------------
+def test_grpc_calls_are_counted_in_the_metrics(server, triton, images):
+    from tritonclient.utils import InferenceServerException
+
+    def count(status: str) -> float:
+        text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
+        route = "/inference.GRPCInferenceService/ModelInfer"
+        prefix = f'cnn_requests_total{{method="GRPC",model="fashion_cnn",route="{route}",status="{status}"}}'
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+    ok, invalid = count("OK"), count("INVALID_ARGUMENT")
+    triton.infer("fashion_cnn", [_triton_input("images", images, "UINT8")])
+    with pytest.raises(InferenceServerException):
+        triton.infer("fashion_cnn", [_triton_input("images", images[:, :3], "UINT8")])
+    assert count("OK") == ok + 1
+    assert count("INVALID_ARGUMENT") == invalid + 1
+
+
+def test_sigterm_lets_grpc_calls_in_flight_finish(bundled_repository, tmp_path):
+    import signal
+
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    batch = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
+    request = service_pb2.ModelInferRequest(model_name="fashion_cnn")
+    request.inputs.add(name="images", datatype="UINT8", shape=list(batch.shape))
+    request.raw_input_contents.append(batch.tobytes())
+    env = {"CNN_POLL_INTERVAL_S": "0", "CNN_MODELS": '["fashion_cnn"]'}
+    with running_server(bundled_repository, tmp_path / "server.log", env) as process:
+        with grpc.insecure_channel(process.grpc_target) as opened:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(opened)
+            stub.ModelInfer(request, timeout=60)  # connected and warm
+            calls = [stub.ModelInfer.future(request, timeout=60) for _ in range(6)]
+            process.process.send_signal(signal.SIGTERM)
+            results = [call.result() for call in calls]  # raises if a call in flight was dropped
+            assert all(result.outputs[0].shape == [256, 10] for result in results)
+            assert process.process.wait(timeout=60) == 0
+        assert "gRPC stopped" in process.log()
