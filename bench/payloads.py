@@ -87,10 +87,12 @@ def _write(directory: Path, bodies: list[tuple[bytes, dict[str, str]]]) -> None:
 def build_payloads(root: Path, *, bodies: int = 16, batch: int = 64, batch_bodies: int = 4) -> dict[str, Payload]:
     """Write the three scenarios' bodies under ``root``; returns them by name (tfserving, png, v2_batch).
 
-    Also saves the single images as ``root/images.npy`` (uint8) so servers' answers can be checked.
+    Also saves the single images as ``root/images.npy`` (uint8) so servers' answers can be checked, and
+    the batches' images as ``root/batch_images.npy`` (the gRPC load generator builds its calls from them).
     """
     images = load_test_images(max(bodies, batch * batch_bodies))
     np.save(root / "images.npy", images[:bodies])
+    np.save(root / "batch_images.npy", images[: batch * batch_bodies])
     json_headers = {"Content-Type": "application/json"}
     _write(root / "tfserving", [(tfserving_json(image), json_headers) for image in images[:bodies]])
     multipart = {"Content-Type": f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"}

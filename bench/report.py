@@ -103,7 +103,9 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         "## Throughput and latency",
         "",
         'Scenarios: **a** one image per request, TF-Serving JSON `{"instances": [28×28×1 floats]}`; '
-        "**b** one PNG per request, native multipart; **c** 64 images per request, v2 binary FP32 tensor.",
+        "**b** one PNG per request, native multipart; **c** 64 images per request, v2 binary FP32 tensor; "
+        "**d** the same batches over gRPC (v2 ModelInfer, raw FP32 contents), 8 calls in flight on one "
+        "connection, from a Python load generator (its CPU in the wrk column).",
         "`server CPU ms/img`: CPU time of the server's processes per image; `other cores`: CPU used on the machine "
         "by anything but the server and wrk during the measurement (noise); `mean batch`: images per model call "
         "(served model, from its `cnn_batch_size` metric).",

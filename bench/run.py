@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.grpc_load import classify_once as grpc_classify
 from bench.payloads import Payload, build_payloads
 from bench.profile import Profiler
 from bench.servers import Server, ServerSpec, http_request, memory_kib, process_tree, start_server
 from bench.wrk import WrkResult, run_wrk, wrk_binary
 
 logger = logging.getLogger("bench")
+GRPC_PAYLOAD = "grpc_batch"
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -147,6 +149,8 @@ class Bench:
             Scenario("a", "tfserving", f"/v1/models/{args.model}:predict", (max(concurrency),), ("naive-logged",)),
             Scenario("b", "png", f"/api/v1/models/{args.model}/predict", (64,), ("served",)),
             Scenario("c", "v2_batch", f"/v2/models/{args.model}/infer", (8,), ("served",)),
+            # The same batches over gRPC: KServe v2 ModelInfer, raw FP32 contents, 8 calls in flight.
+            Scenario("d", GRPC_PAYLOAD, "inference.GRPCInferenceService/ModelInfer", (8,), ("served",)),
         ]
 
     # -- servers ---------------------------------------------------------------------------------------
@@ -160,6 +164,7 @@ class Bench:
             "CNN_MODEL_REPOSITORY": str(self.args.repository),
             "CNN_HOST": "127.0.0.1",
             "CNN_PORT": "{port}",
+            "CNN_GRPC_PORT": "{grpc_port}",
             **dict(self.args.service_env),
         }
         return {
@@ -182,16 +187,22 @@ class Bench:
             logger.info("%s stopped", spec.name)
 
     # -- one measurement -------------------------------------------------------------------------------
-    def measure(self, server: Server, scenario: Scenario, payload: Payload, connections: int) -> dict[str, Any]:
+    def measure(self, server: Server, scenario: Scenario, payload: Payload | None, connections: int) -> dict[str, Any]:
+        """One measurement: wrk with ``payload``'s bodies, or the gRPC load generator when it is ``None``."""
         url = server.url(scenario.path)
         common = {"connections": connections, "threads": self.args.wrk_threads}
         warmup_errors = 0
-        if self.args.warmup:
+        if self.args.warmup and payload is None:
+            warmup_errors = self.grpc_load(server, connections, self.args.warmup).error_count
+        elif self.args.warmup:
             warmup_errors = run_wrk(url, payload, duration_s=self.args.warmup, **common).error_count
         batches_before = batch_stats(server)
         cpu_before, busy_before = server.tree_cpu_seconds(), machine_busy_s()
         with RssSampler(server) as rss:
-            result = run_wrk(url, payload, duration_s=self.args.duration, **common)
+            if payload is None:
+                result = self.grpc_load(server, connections, self.args.duration)
+            else:
+                result = run_wrk(url, payload, duration_s=self.args.duration, **common)
         server_cpu = server.tree_cpu_seconds() - cpu_before
         busy = machine_busy_s() - busy_before
         batches_after = batch_stats(server)
@@ -208,7 +219,12 @@ class Bench:
             rss_peak_mib=rss.peak_kib / 1024,
             warmup_errors=warmup_errors,
         )
-        record = {"server": server.spec.name, "scenario": scenario.name, "payload": payload.name, **result.to_dict()}
+        record = {
+            "server": server.spec.name,
+            "scenario": scenario.name,
+            "payload": scenario.payload,
+            **result.to_dict(),
+        }
         record["error_count"] = result.error_count + warmup_errors + int(result.requests == 0)
         self.measurements.append(record)
         lat = result.latency_ms
@@ -222,10 +238,27 @@ class Bench:
                          scenario.name, connections, result.errors, warmup_errors, result.requests)  # fmt: skip
         return record
 
+    def grpc_load(self, server: Server, streams: int, duration_s: float) -> WrkResult:
+        """``bench.grpc_load`` against the server's gRPC port for ``duration_s`` (the scenario's wrk)."""
+        argv = [sys.executable, "-m", "bench.grpc_load", "--target", server.grpc_target, "--model", self.args.model,
+                "--images", str(self.raw / "batch_images.npy"), "--streams", str(streams), "--warmup", "0",
+                "--duration", str(duration_s)]  # fmt: skip
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"gRPC load failed: {done.stderr[-2000:]}")
+        fields = json.loads(done.stdout.strip().splitlines()[-1])
+        fields.pop("requests_per_s"), fields.pop("images_per_s")
+        return WrkResult(**fields)
+
     def check_answers(self, server: Server, payloads: dict[str, Payload], expected: list[int]) -> None:
         """One request per scenario; the predicted class must match the in-process call."""
         for scenario in self.scenarios:
             if server.spec.name not in scenario.servers:
+                continue
+            if scenario.payload == GRPC_PAYLOAD:
+                predicted = grpc_classify(server.grpc_target, self.args.model, self.raw / "images.npy")
+                verdict = "ok" if predicted == expected[0] else f"class {predicted}, in-process {expected[0]}"
+                self.checks[f"{server.spec.name}/{scenario.name}"] = verdict
                 continue
             payload = payloads[scenario.payload]
             body = (payload.directory / "body-0").read_bytes()
@@ -269,7 +302,7 @@ class Bench:
                 if name not in scenario.servers:
                     continue
                 for connections in scenario.connections:
-                    record = self.measure(server, scenario, payloads[scenario.payload], connections)
+                    record = self.measure(server, scenario, payloads.get(scenario.payload), connections)
                     if (name, scenario.name, connections) == ("served", "a", 1):
                         # The machine's speed drifts within minutes: time the batch-1 call again right after
                         # this run, so the c=1 target compares against calls bracketing it.
@@ -399,6 +432,10 @@ def _ratio(a: dict | None, b: dict | None) -> float | None:
     return a["images_per_s"] / b["images_per_s"]
 
 
+def _at_least(value: float | None, goal: float) -> bool:
+    return value is not None and value >= goal
+
+
 def _bracket_text(batch1: dict[str, float | None]) -> str:
     if batch1["after"] is None:
         return f"batch-1 call {batch1['before']:.2f}"
@@ -424,12 +461,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     p50 = c1["latency_ms"]["p50"] if c1 else None
     p50_ok = p50 is not None and p50 <= call_p50 + 1.5
     vs_limit = batch["images_per_s"] / limit["best"]["images_per_s"] if batch else None
+    grpc = next((m for m in ms if m["server"] == "served" and m["scenario"] == "d"), None)
+    grpc_vs_rest = _ratio(grpc, batch)
+    grpc_vs_limit = grpc["images_per_s"] / limit["best"]["images_per_s"] if grpc else None
     ready = served.get("ready_s")
     rss = served.get("peak_rss_mib")
     return [
         target(f"a, c={top}: served / naive img/s", vs_naive, "≥ 5", vs_naive is not None and vs_naive >= 5),
         target(f"a, c={top}: served / LitServe img/s", vs_lit, "≥ 3", vs_lit is not None and vs_lit >= 3),
         target("c: served / in-process limit img/s", vs_limit, "≥ 0.85", vs_limit is not None and vs_limit >= 0.85),
+        target("d (gRPC) / c (REST v2 binary) img/s", grpc_vs_rest, "≥ 1", _at_least(grpc_vs_rest, 1)),
+        target("d (gRPC) / in-process limit img/s", grpc_vs_limit, "≥ 0.85", _at_least(grpc_vs_limit, 0.85)),
         target("a, c=1: served p50 ms", p50, f"≤ {call_p50 + 1.5:.2f} ({_bracket_text(batch1)} + 1.5)", p50_ok),
         target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
         target("peak RSS MiB", rss, f"≤ {1.5 * GB / MIB:,.0f} (1.5 GB)", rss is not None and rss * MIB <= 1.5 * GB),

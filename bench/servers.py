@@ -106,7 +106,7 @@ def memory_kib(pid: int) -> dict[str, int]:
 # -- server lifecycle ----------------------------------------------------------------------------------
 @dataclass
 class ServerSpec:
-    """How to start one server: argv (``{port}`` is substituted), extra env, readiness path."""
+    """How to start one server: argv and env (``{port}`` and ``{grpc_port}`` are substituted), readiness path."""
 
     name: str
     argv: list[str]
@@ -121,7 +121,12 @@ class Server:
     port: int
     process: subprocess.Popen
     log_path: Path
+    grpc_port: int = 0
     ready_s: float = float("nan")
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
 
     @property
     def pid(self) -> int:
@@ -172,10 +177,10 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def start_server(spec: ServerSpec, log_dir: Path, cwd: Path) -> Server:
     """Spawn the server on a free port and wait for its readiness path to answer 200."""
-    port = free_port()
-    argv = [arg.format(port=port) for arg in spec.argv]
+    port, grpc_port = free_port(), free_port()
+    argv = [arg.format(port=port, grpc_port=grpc_port) for arg in spec.argv]
     log_path = log_dir / f"{spec.name}.log"
-    env = {**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}}
+    env = {**os.environ, **{k: v.format(port=port, grpc_port=grpc_port) for k, v in spec.env.items()}}
     logger.info("starting %s: %s", spec.name, " ".join(argv))
     with log_path.open("wb") as log:
         started = time.monotonic()
@@ -183,7 +188,7 @@ def start_server(spec: ServerSpec, log_dir: Path, cwd: Path) -> Server:
             argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-    server = Server(spec, port, process, log_path)
+    server = Server(spec, port, process, log_path, grpc_port)
     try:
         server.wait_ready(started)
     except BaseException:
