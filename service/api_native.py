@@ -70,6 +70,11 @@ async def _read_body(request: Request, media: str) -> bytes | list[bytes]:
         return [await upload.read() for upload in uploads]
 
 
+def _wants_png(format: str | None, request: Request) -> bool:
+    """``format=png``, or no format and an ``Accept`` header that asks for PNG."""
+    return format == "png" or (format is None and "image/png" in request.headers.get("accept", ""))
+
+
 # -- models and summaries ---------------------------------------------------------------------------
 def _version_status(model: ModelVersion) -> VersionStatus:
     transitions = [Transition(state=state.value, at=at) for state, at in model.transitions]
@@ -220,7 +225,7 @@ async def feature_maps(
     ref = version_ref(version, label)
     pipeline.admit(name, ref, Operation.feature_maps)
     media = native.media_type(request.headers.get("content-type"))
-    as_png = format == "png" or (format is None and "image/png" in request.headers.get("accept", ""))
+    as_png = _wants_png(format, request)
     decode = partial(
         native.decode_feature_maps, media=media, model=name, version=ref,
         layer=layer, as_png=as_png, polarity=polarity,
@@ -254,7 +259,7 @@ async def explain(
     ref = version_ref(version, label)
     pipeline.admit(name, ref, Operation.explain)
     media = native.media_type(request.headers.get("content-type"))
-    as_png = format == "png" or (format is None and "image/png" in request.headers.get("accept", ""))
+    as_png = _wants_png(format, request)
     decode = partial(
         native.decode_explain, media=media, model=name, version=ref, spec=spec, as_png=as_png, polarity=polarity
     )

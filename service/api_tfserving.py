@@ -96,6 +96,14 @@ async def model_metadata(
     )
 
 
+_PREDICT_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": tfserving.TFServingPredictRequest.model_json_schema()}},
+    }
+}
+
+
 @versioned_route(
     router,
     "post",
@@ -105,12 +113,7 @@ async def model_metadata(
     '`{"b64": ...}` images); the method and its parameters in the query string. Answers '
     '`{"explanations": [{"method", "layer", "target", "label", "probability", "heatmap"}, ...]}`, one per '
     "image, each heatmap the model's input size with values in [0, 1].",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": tfserving.TFServingPredictRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=_PREDICT_DOC,
 )
 async def explain(
     name: str,
@@ -124,14 +127,6 @@ async def explain(
     pipeline.admit(name, ref, Operation.explain)
     decode = partial(tfserving.decode_explain, model=name, version=ref, spec=spec)
     return await pipeline.handle(decode, tfserving.encode_explain, await request.body())
-
-
-_PREDICT_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": tfserving.TFServingPredictRequest.model_json_schema()}},
-    }
-}
 
 
 async def predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
