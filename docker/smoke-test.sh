@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the image, starts it the way Kubernetes runs it (read-only root filesystem, no
-# capabilities, non-root), waits for readiness, checks the API with real Fashion-MNIST images
-# (docker/smoke_check.py), then stops it with SIGTERM and checks that it shut down cleanly.
+# capabilities, non-root), waits for readiness, checks the APIs (REST and gRPC) with real Fashion-MNIST
+# images (docker/smoke_check.py), then stops it with SIGTERM and checks that it shut down cleanly.
 #
 #   docker/smoke-test.sh                     # CPU image
 #   TARGET=gpu GPU_FLAGS="--gpus all" docker/smoke-test.sh
@@ -38,6 +38,9 @@ fi
 if [[ -z "${PORT:-}" ]]; then
   PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 fi
+if [[ -z "${GRPC_PORT:-}" ]]; then
+  GRPC_PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+fi
 BASE_URL="http://127.0.0.1:${PORT}"
 
 if [[ "$SKIP_BUILD" != 1 ]]; then
@@ -67,7 +70,7 @@ start="$(now)"
 # shellcheck disable=SC2086  # GPU_FLAGS is a list of flags
 docker run -d --name "$CONTAINER" --network host \
   --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
-  -e CNN_PORT="$PORT" -e CNN_LOG_LEVEL=info $GPU_FLAGS \
+  -e CNN_PORT="$PORT" -e CNN_GRPC_PORT="$GRPC_PORT" -e CNN_LOG_LEVEL=info $GPU_FLAGS \
   "$IMAGE" >/dev/null
 
 ready=""
@@ -101,7 +104,7 @@ if [[ "$EXPECT_GPU" == 1 && "$devices" != *GPU* ]]; then
   exit 1
 fi
 
-"$PYTHON" docker/smoke_check.py --url "$BASE_URL"
+"$PYTHON" docker/smoke_check.py --url "$BASE_URL" --grpc "127.0.0.1:$GRPC_PORT"
 
 # The image's HEALTHCHECK (first run after its 15 s interval) must agree.
 health=""

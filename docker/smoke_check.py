@@ -1,8 +1,9 @@
 """Functional checks against a running service, with real Fashion-MNIST test images.
 
-    python docker/smoke_check.py --url http://127.0.0.1:8000
+    python docker/smoke_check.py --url http://127.0.0.1:8000 [--grpc 127.0.0.1:8500]
 
-Needs numpy, Pillow and httpx (the project's dev environment). Exits non-zero on the first failure.
+Health, predict, feature maps, the summary, an explanation, the explorer page, and (with ``--grpc``)
+ModelInfer over gRPC. Needs numpy, Pillow, httpx and tritonclient (the project's dev environment). Exits non-zero on the first failure.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def run(base: str, model: str, dataset: Path, count: int, api_key: str | None) -> None:
+def run(base: str, model: str, dataset: Path, count: int, api_key: str | None, grpc_target: str | None) -> None:
     images = load_idx(dataset / "t10k-images-idx3-ubyte.gz")[:count]
     labels = load_idx(dataset / "t10k-labels-idx1-ubyte.gz")[:count]
     headers = {"X-API-Key": api_key} if api_key else {}
@@ -121,6 +122,35 @@ def run(base: str, model: str, dataset: Path, count: int, api_key: str | None) -
         check("conv1" in names, f"summary layers {names} lack conv1")
         print(f"ok   summary: {len(layers)} layers ({', '.join(map(str, names))})")
 
+        response = client.post(
+            f"{api}/explain", params={"format": "png"}, files={"file": ("0.png", single, "image/png")}
+        )
+        check(response.status_code == 200, f"explain -> {response.status_code} {response.text[:300]}")
+        overlay = Image.open(io.BytesIO(response.content))
+        print(f"ok   explain: Grad-CAM overlay {overlay.width}x{overlay.height}")
+
+        page = client.get(base + "/")
+        check(page.status_code == 200 and "CNN explorer" in page.text, f"GET / -> {page.status_code}")
+        check(client.get(base + "/explorer/explorer.js").status_code == 200, "the explorer's script is missing")
+        print("ok   explorer page and its script are served")
+
+    if grpc_target:
+        check_grpc(grpc_target, model, images, [p["class_id"] for p in predictions], api_key)
+
+
+def check_grpc(target: str, model: str, images: np.ndarray, rest_classes: list[int], api_key: str | None) -> None:
+    """KServe v2 ModelInfer over gRPC gives the REST API's classes."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(target)
+    check(client.is_server_ready(headers={"x-api-key": api_key} if api_key else None), "gRPC: server not ready")
+    tensor = grpcclient.InferInput("images", list(images.shape), "UINT8")
+    tensor.set_data_from_numpy(images)
+    result = client.infer(model, [tensor], headers={"x-api-key": api_key} if api_key else None)
+    classes = result.as_numpy("probabilities").argmax(axis=1).tolist()
+    check(classes == rest_classes, f"gRPC classes {classes} differ from REST {rest_classes}")
+    print(f"ok   gRPC ModelInfer on {target}: the REST API's classes for {len(images)} images")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,9 +159,10 @@ def main() -> int:
     parser.add_argument("--dataset", type=Path, default=DATASET, help="folder with the t10k-*.gz files")
     parser.add_argument("--count", type=int, default=8, help="test images to send in one request")
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--grpc", default=None, help="host:port of the gRPC server to check too")
     args = parser.parse_args()
     try:
-        run(args.url.rstrip("/"), args.model, args.dataset, args.count, args.api_key)
+        run(args.url.rstrip("/"), args.model, args.dataset, args.count, args.api_key, args.grpc)
     except (CheckFailed, httpx.HTTPError, KeyError, ValueError) as exc:
         print(f"FAIL {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
