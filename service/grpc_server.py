@@ -124,7 +124,8 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [*self._services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
-        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        host = self.settings.host
+        address = f"[{host}]:{self.settings.grpc_port}" if ":" in host else f"{host}:{self.settings.grpc_port}"
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:

@@ -276,3 +276,20 @@ def test_sigterm_lets_grpc_calls_in_flight_finish(bundled_repository, tmp_path):
             assert all(result.outputs[0].shape == [256, 10] for result in results)
             assert process.process.wait(timeout=60) == 0
         assert "gRPC stopped" in process.log()
+
+
+def test_a_grpc_port_in_use_stops_the_start_with_a_clear_error(bundled_repository):
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = create_app(Settings(model_repository=bundled_repository, models=["lenet5"], grpc_port=port))
+        with pytest.raises(RuntimeError, match=f"gRPC cannot listen on 127.0.0.1:{port}"), TestClient(app):
+            pass
