@@ -3,7 +3,8 @@
     python docker/smoke_check.py --url http://127.0.0.1:8000 [--grpc 127.0.0.1:8500]
 
 Health, predict, feature maps, the summary, an explanation, the explorer page, and (with ``--grpc``)
-ModelInfer over gRPC. Needs numpy, Pillow, httpx and tritonclient (the project's dev environment). Exits non-zero on the first failure.
+ModelInfer over gRPC. Needs numpy, Pillow, httpx and tritonclient (the project's dev environment).
+Exits non-zero on the first failure.
 """
 
 from __future__ import annotations
