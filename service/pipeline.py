@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 
 from contract import ModelCard
 from service.errors import InferenceFailed, InvalidInput, NotFound, Overloaded, PayloadTooLarge
-from service.explain import conv_layers, default_gradcam_layer
+from service.explain import conv_layers
 from service.preprocess import images_to_batch, tensor_to_batch
 from service.repository import ModelVersion
 from service.request import ExplainMethod, ExplainSpec, InferenceRequest, InferenceResult, Operation
@@ -150,9 +149,8 @@ def _checked_outputs(request: InferenceRequest, card: ModelCard, name: str) -> l
 
 
 def _checked_explain(request: InferenceRequest, card: ModelCard, name: str) -> ExplainSpec | None:
-    """For an explain request, check what to explain against the model: Grad-CAM's layer (default: the
-    last spatial convolution), the target class, occlusion's patch; return the spec with the layer
-    filled in."""
+    """For an explain request, check what to explain against the model: Grad-CAM's layer, the target
+    class, occlusion's patch; return the spec."""
     if request.operation is not Operation.explain:
         return None
     spec = request.explain or ExplainSpec()
@@ -173,7 +171,7 @@ def _checked_explain(request: InferenceRequest, card: ModelCard, name: str) -> E
     if not valid:
         raise InvalidInput(f"model {name} has no convolutional layer for Grad-CAM; use saliency or occlusion")
     if spec.layer is None:
-        return replace(spec, layer=default_gradcam_layer(card))
+        return spec  # the explainer takes the default layer
     if spec.layer not in card.feature_layers:
         raise NotFound(f"model {name} has no layer {spec.layer!r}; convolutional layers: {', '.join(valid)}")
     if spec.layer not in valid:
