@@ -79,6 +79,28 @@ def test_triton_health_and_metadata(triton):
     assert {(m["name"], m["state"]) for m in index} == {("fashion_cnn", "READY"), ("lenet5", "READY")}
 
 
+def test_triton_unloads_and_loads_through_the_repository_rpcs(bundled_repository, tmp_path, images):
+    """A server of its own: unloading the model under the module's shared server would break other tests."""
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.utils import InferenceServerException
+
+    env = {"CNN_POLL_INTERVAL_S": "0", "CNN_MODELS": '["lenet5"]'}
+    with running_server(bundled_repository, tmp_path / "server.log", env) as own:
+        client = triton_grpc.InferenceServerClient(own.grpc_target)
+        client.unload_model("lenet5")
+        assert not client.is_model_ready("lenet5")
+        (entry,) = client.get_model_repository_index(as_json=True)["models"]
+        assert entry["state"] == "UNAVAILABLE"
+        with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
+            client.infer("lenet5", [_triton_input("images", images, "UINT8")])
+        client.load_model("lenet5")
+        assert client.is_model_ready("lenet5")
+        assert client.infer("lenet5", [_triton_input("images", images, "UINT8")]).as_numpy("probabilities").shape == (
+            IMAGES, 10,
+        )  # fmt: skip
+        client.close()
+
+
 @pytest.mark.parametrize("datatype", ["FP32", "UINT8", "BYTES"])
 def test_triton_infer_gives_the_rest_classes(triton, images, rest_classes, datatype):
     if datatype == "FP32":

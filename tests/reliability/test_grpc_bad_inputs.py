@@ -178,6 +178,8 @@ def _cases() -> dict[str, pytest.ParameterSet]:
         "tfserving-unknown-output-filter": (lambda: predict(_with_output_filter("logits")), INVALID, "tfserving"),
         "tfserving-metadata-field": (lambda: _metadata(["version"]), INVALID, "tfserving"),
         "tfserving-status-unknown-model": (lambda: _status("nope"), NOT_FOUND, "tfserving"),
+        # The shared server runs with CNN_ALLOW_MODEL_CONTROL=false.
+        "v2-unload-with-model-control-off": (lambda: _unload(p.MODEL), grpc.StatusCode.PERMISSION_DENIED, "v2"),
     }  # fmt: skip
     for name, (build, code, service) in specific.items():
         cases[name] = BadCall(lambda ch, build=build: build()(ch), code, service)
@@ -251,6 +253,13 @@ def _status(model: str) -> Callable[[grpc.Channel], Any]:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = model
     return lambda channel: model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
+
+
+def _unload(model: str) -> Callable[[grpc.Channel], Any]:
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.RepositoryModelUnloadRequest(model_name=model)
+    return lambda channel: service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryModelUnload(request, timeout=30)
 
 
 CASES = _cases()
