@@ -124,9 +124,13 @@ def decode_explain(
     return request
 
 
+def _score(class_id: int, probabilities: np.ndarray, class_names: list[str]) -> ClassScore:
+    return ClassScore(class_id=class_id, label=class_names[class_id], probability=float(probabilities[class_id]))
+
+
 def _ranked(row: np.ndarray, class_names: list[str], k: int) -> list[ClassScore]:
     order = np.argsort(-row, kind="stable")[:k]
-    return [ClassScore(class_id=int(i), label=class_names[int(i)], probability=float(row[i])) for i in order]
+    return [_score(int(i), row, class_names) for i in order]
 
 
 def encode_predict(result: InferenceResult) -> Response:
@@ -164,10 +168,6 @@ def encode_feature_maps(result: InferenceResult) -> Response:
     ]  # fmt: skip
     content = {"model_name": result.model_name, "model_version": result.model_version, "layers": layers}
     return Response(wire.dumps(content), media_type="application/json")
-
-
-def _score(class_id: int, probabilities: np.ndarray, class_names: list[str]) -> ClassScore:
-    return ClassScore(class_id=class_id, label=class_names[class_id], probability=float(probabilities[class_id]))
 
 
 def encode_explain(result: InferenceResult) -> Response:
