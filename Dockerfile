@@ -28,7 +28,7 @@ COPY pyproject.toml constraints.txt ./
 RUN mkdir contract models service && touch README.md contract/__init__.py models/__init__.py service/__init__.py
 
 FROM builder AS build-cpu
-RUN pip install --no-cache-dir -c constraints.txt '.[cpu]' && pip uninstall -y cnn-serving \
+RUN pip install --no-cache-dir -c constraints.txt '.[cpu,openvino]' && pip uninstall -y cnn-serving \
  && pip install --no-cache-dir --no-deps -c constraints.txt tensorflow-serving-api \
  && rm -rf build *.egg-info
 COPY contract ./contract

@@ -19,7 +19,7 @@ EPOCHS ?= 20
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,openvino,dev]'
 	$(BIN)/pip install -q --no-deps -c constraints.txt tensorflow-serving-api
 	touch $@
 
@@ -63,7 +63,7 @@ train: install
 ## throughput/latency: in-process limit vs this service vs a naive server vs LitServe (writes bench/results/)
 bench: install
 	$(call apt_install,$(TEST_APT) $(BENCH_APT))
-	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,openvino,dev,bench]'
 	$(BIN)/python -m bench.run
 
 ## build the CPU image, run it, check a real prediction, feature maps and the summary, remove it

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import DEFAULT_REPOSITORY
+from service.precision import PlanOptions
 from service.repository import ModelVersion, load_version
 from service.request import ExplainMethod, ExplainSpec
 
@@ -38,8 +39,9 @@ class DeletionResult:
 
 
 def load_model(repository: Path, name: str, version: int) -> ModelVersion:
+    """A version loaded outside the service, predicting in float32 TensorFlow like its explanations."""
     model = ModelVersion(name, version, repository / name / str(version))
-    reason = load_version(model)
+    reason = load_version(model, options=PlanOptions(runtime="tensorflow", precision="fp32"))
     if reason is not None:
         raise RuntimeError(f"{model.label} could not be loaded: {reason}")
     return model

@@ -11,11 +11,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 SERVER_LABELS = {
     "served": "served (python -m service)",
+    "served-fp32": "served, float32 TensorFlow",
     "naive": "naive FastAPI",
     "naive-logged": "naive FastAPI, uvicorn's default access log",
     "litserve": "LitServe",
 }
-COLORS = {"served": (31, 119, 180), "naive": (214, 39, 40), "litserve": (44, 160, 44)}
+COLORS = {"served": (31, 119, 180), "served-fp32": (148, 103, 189), "naive": (214, 39, 40), "litserve": (44, 160, 44)}
 
 
 # -- tables --------------------------------------------------------------------------------------------
@@ -146,10 +147,59 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         f"{served['load_rss_mib']:.0f} MiB).",
         "",
     ]
+    out += precision_markdown(results)
     out += bounds_markdown(results)
     out += profile_markdown(results.get("profile"))
     out += results.get("notes", [])
     return "\n".join(out) + "\n"
+
+
+def precision_markdown(results: dict[str, Any]) -> list[str]:
+    """What the served model runs on, the timings behind the choice, and the accuracy of every setting."""
+    plan = (results.get("served") or {}).get("plan")
+    lines = ["## Runtime and precision", ""]
+    if plan:
+        lines += [
+            f"`served` (defaults: `CNN_RUNTIME=auto`, `CNN_PRECISION=auto`) chose **{plan['runtime']}/"
+            f"{plan['precision']}** ({plan['chosen_by']}) on {plan['device']}; batches padded up to "
+            f"{plan['buckets'] or 'no other size'} ({plan['buckets_from']}). `served-fp32` is the same service with "
+            "`CNN_RUNTIME=tensorflow CNN_PRECISION=fp32`: the SavedModel as exported. Timings the service took at "
+            "load (fastest call, ms, per batch size; geometric mean as the score):",
+            "",
+        ]
+        sizes = list(plan["timings"][0]["call_ms"])
+        rows = [
+            [f"{t['runtime']}/{t['precision']}", _fmt(100 * t["accuracy"], 2) if t["accuracy"] is not None else "–",
+             *(_fmt(t["call_ms"][size], 2) for size in sizes), _fmt(t["score_ms"], 2)]
+            for t in plan["timings"]
+        ]  # fmt: skip
+        lines += [markdown_table(["candidate", "recorded accuracy %", *sizes, "score ms"], rows), ""]
+        lines += [f"Not candidates: {r['runtime']}/{r['precision']} ({r['reason']})." for r in plan["refused"]]
+        lines.append("")
+    accuracy = results.get("accuracy") or []
+    if accuracy:
+        lines += [
+            "Accuracy of the served model through HTTP (`/v2/models/.../infer`, binary FP32, 250 images per request) "
+            "on the 10,000 Fashion-MNIST test images, the service started once per setting:",
+            "",
+            markdown_table(
+                ["CNN_RUNTIME/CNN_PRECISION", "served on", "accuracy %", "correct", "recorded in the card %"],
+                [
+                    [
+                        row["setting"],
+                        row["served"],
+                        _fmt(100 * row["accuracy"], 2),
+                        f"{row['correct']:,}",
+                        _fmt(100 * row["recorded"], 2) if row.get("recorded") is not None else "–",
+                    ]
+                    if "accuracy" in row
+                    else [row["setting"], "not served", "–", "–", row["error"]]
+                    for row in accuracy
+                ],
+            ),
+            "",
+        ]
+    return lines if len(lines) > 2 else []
 
 
 def find_measurement(measurements: list[dict], server: str, scenario: str, connections: int) -> dict | None:
@@ -344,7 +394,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         color = COLORS.get(server, (0, 0, 0))
         left.series([(c, t) for c, t, _ in points], color)
         right.series([(c, p) for c, _, p in points], color)
-        lx = 330 + index * 260
+        lx = 80 + index * 300
         draw.line([(lx, 525), (lx + 30, 525)], fill=color, width=4)
         draw.text((lx + 38, 525), SERVER_LABELS.get(server, server), fill=(0, 0, 0), font=_font(15), anchor="lm")
     image.save(path, format="PNG")

@@ -1,7 +1,9 @@
 """Benchmark orchestrator: ``python -m bench.run``.
 
-Measures, in one run on 127.0.0.1: the in-process limit of the SavedModel, then the served model
-(``python -m service``, its defaults), a naive FastAPI server and LitServe, each driven by wrk;
+Measures, in one run on 127.0.0.1: the in-process limit of the SavedModel, then the served model twice
+(``python -m service``: pinned to float32 TensorFlow, then its defaults, which pick the fastest measured
+runtime and precision), a naive FastAPI server and LitServe, each driven by wrk; then the served model's
+accuracy through HTTP per runtime and precision (:mod:`bench.accuracy`);
 then writes ``bench/results/{RESULTS.md,results.json,throughput.png}`` and prints a table.
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.accuracy import served_accuracy
 from bench.grpc_load import classify_once as grpc_classify
 from bench.payloads import Payload, build_payloads
 from bench.profile import Profiler
@@ -143,12 +146,16 @@ class Bench:
         concurrency = tuple(args.concurrency)
         self.scenarios = [
             Scenario(
-                "a", "tfserving", f"/v1/models/{args.model}:predict", concurrency, ("served", "naive", "litserve")
+                "a",
+                "tfserving",
+                f"/v1/models/{args.model}:predict",
+                concurrency,
+                ("served-fp32", "served", "naive", "litserve"),
             ),
             # For reference only: the naive server as plain ``uvicorn`` runs it, access log on.
             Scenario("a", "tfserving", f"/v1/models/{args.model}:predict", (max(concurrency),), ("naive-logged",)),
             Scenario("b", "png", f"/api/v1/models/{args.model}/predict", (64,), ("served",)),
-            Scenario("c", "v2_batch", f"/v2/models/{args.model}/infer", (8,), ("served",)),
+            Scenario("c", "v2_batch", f"/v2/models/{args.model}/infer", (8,), ("served-fp32", "served")),
             # The same batches over gRPC: KServe v2 ModelInfer, raw FP32 contents, 8 calls in flight.
             Scenario("d", GRPC_PAYLOAD, "inference.GRPCInferenceService/ModelInfer", (8,), ("served",)),
         ]
@@ -170,6 +177,13 @@ class Bench:
         return {
             # As deployed (``make serve``, the Docker entrypoint): ``python -m service``.
             "served": ServerSpec("served", [python, "-m", "service"], "/health/ready", env=service_env),
+            # The same, predictions pinned to the SavedModel in float32 on TensorFlow (the reference).
+            "served-fp32": ServerSpec(
+                "served-fp32",
+                [python, "-m", "service"],
+                "/health/ready",
+                env={**service_env, "CNN_RUNTIME": "tensorflow", "CNN_PRECISION": "fp32"},
+            ),
             # Without uvicorn's per-request access log, as the service runs by default.
             "naive": ServerSpec("naive", [*uvicorn, "--no-access-log", "bench.naive_server:app"], "/health", naive_env),
             # For reference: plain ``uvicorn`` defaults, access log on.
@@ -293,10 +307,20 @@ class Bench:
                         row["call_ms"])  # fmt: skip
         return result
 
+    def accuracy_spec(self, runtime: str, precision: str) -> ServerSpec:
+        """The service alone with the benchmarked model, predictions on ``runtime`` in ``precision``."""
+        spec = self.specs()["served"]
+        env = {**spec.env, "CNN_MODELS": json.dumps([self.args.model]), "CNN_RUNTIME": runtime,
+               "CNN_PRECISION": precision}  # fmt: skip
+        return ServerSpec(f"accuracy-{runtime}-{precision}", spec.argv, spec.ready_path, env=env)
+
     def run_server(self, name: str, spec: ServerSpec, payloads: dict[str, Payload], expected: list[int]) -> dict:
         info: dict[str, Any] = {}
         with self.serving(spec) as server:
             info["ready_s"] = server.ready_s
+            if name.startswith("served"):
+                status, detail = http_request(server.port, "GET", f"/api/v1/models/{self.args.model}")
+                info["plan"] = json.loads(detail)["serving"] if status == 200 else None
             self.check_answers(server, payloads, expected)
             for scenario in self.scenarios:
                 if name not in scenario.servers:
@@ -379,10 +403,15 @@ class Bench:
             if name == "served":  # the machine's speed drifts: measure the limit again next to the served runs
                 limit = merge_limits(limit, self.limit(self.raw / "images.npy"))
         served = servers.get("served", {})
+        accuracy = []
+        if self.args.accuracy:
+            accuracy = served_accuracy(self.accuracy_spec, self.args.model, self.raw, ROOT)
         results = {
             "environment": environment,
             "limit": limit,
             "served": {k: v for k, v in served.items() if k != "profile"},
+            "served_fp32": servers.get("served-fp32"),
+            "accuracy": accuracy,
             "profile": served.get("profile"),
             "measurements": self.measurements,
             "checks": self.checks,
@@ -405,7 +434,7 @@ _BATCH_METRIC = re.compile(r'^cnn_batch_size_(sum|count)\{model="([^"]+)"\} ([0-
 
 def batch_stats(server: Server) -> tuple[float, float] | None:
     """(images, model calls) so far, summed over models, from the served model's Prometheus metrics."""
-    if server.spec.name != "served":
+    if not server.spec.name.startswith("served"):
         return None
     status, text = http_request(server.port, "GET", "/metrics")
     if status != 200:
@@ -466,6 +495,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     grpc_vs_limit = grpc["images_per_s"] / limit["best"]["images_per_s"] if grpc else None
     ready = served.get("ready_s")
     rss = served.get("peak_rss_mib")
+    precision_targets = _precision_targets(results, target, top)
     return [
         target(f"a, c={top}: served / naive img/s", vs_naive, "≥ 5", vs_naive is not None and vs_naive >= 5),
         target(f"a, c={top}: served / LitServe img/s", vs_lit, "≥ 3", vs_lit is not None and vs_lit >= 3),
@@ -475,7 +505,49 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         target("a, c=1: served p50 ms", p50, f"≤ {call_p50 + 1.5:.2f} ({_bracket_text(batch1)} + 1.5)", p50_ok),
         target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
         target("peak RSS MiB", rss, f"≤ {1.5 * GB / MIB:,.0f} (1.5 GB)", rss is not None and rss * MIB <= 1.5 * GB),
+        *precision_targets,
     ]
+
+
+def cpu_class() -> str:
+    """What reduced precision can gain here: ``amx``, ``bf16`` (AVX-512 BF16, no AMX) or ``none``."""
+    flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
+                     "").split())  # fmt: skip
+    return "amx" if "amx_bf16" in flags else "bf16" if "avx512_bf16" in flags else "none"
+
+
+def _precision_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
+    """auto against float32: the goals hold on a CPU with AMX; with BF16 but no AMX the ratios are reported;
+    without either, auto must not be slower than float32 (within 5%)."""
+    ms, kind = results["measurements"], cpu_class()
+    auto_a, fp32_a = (report.find_measurement(ms, name, "a", top) for name in ("served", "served-fp32"))
+    auto_1, fp32_1 = (report.find_measurement(ms, name, "a", 1) for name in ("served", "served-fp32"))
+    auto_c = next((m for m in ms if m["server"] == "served" and m["scenario"] == "c"), None)
+    limit = results["limit"]["best"]["images_per_s"]
+
+    def goal(amx: float, relation: str) -> tuple[str, Any]:
+        if kind == "amx":
+            return f"{relation} {amx:g} (AMX)", (lambda v: v >= amx) if relation == "≥" else (lambda v: v <= amx)
+        if kind == "bf16":
+            return "reported (BF16 without AMX)", None
+        return ("≥ 0.95 (no BF16: not slower)", lambda v: v >= 0.95) if relation == "≥" else (
+            "≤ 1.05 (no BF16: not slower)", lambda v: v <= 1.05)  # fmt: skip
+
+    rows = []
+    c_ratio = auto_c["images_per_s"] / limit if auto_c else None
+    a_ratio = _ratio(auto_a, fp32_a)
+    p50_ratio = auto_1["latency_ms"]["p50"] / fp32_1["latency_ms"]["p50"] if auto_1 and fp32_1 else None
+    for name, value, (text, check) in (
+        ("c: auto / in-process float32 limit img/s", c_ratio, goal(3, "≥")),
+        (f"a, c={top}: auto / fp32 img/s", a_ratio, goal(1.5, "≥")),
+        ("a, c=1: auto p50 / fp32 p50", p50_ratio, goal(0.5, "≤")),
+    ):
+        rows.append(target(name, value, text, None if check is None or value is None else check(value)))
+    served = [row["accuracy"] for row in results.get("accuracy", []) if "accuracy" in row]
+    if served:
+        worst = min(served)
+        rows.append(target("served accuracy through HTTP, worst setting %", 100 * worst, "≥ 92.9", worst >= 0.929))
+    return rows
 
 
 def foreign_load_notes(measurements: list[dict[str, Any]], threshold: float = 0.15) -> list[str]:
@@ -508,8 +580,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=12, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="scenario a connections")
-    parser.add_argument("--servers", nargs="+", default=["served", "naive", "naive-logged", "litserve"],
-                        choices=["served", "naive", "naive-logged", "litserve"])  # fmt: skip
+    servers = ["served-fp32", "served", "naive", "naive-logged", "litserve"]
+    parser.add_argument("--servers", nargs="+", default=servers, choices=servers)
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false",
+                        help="skip the served accuracy per runtime and precision")  # fmt: skip
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256", help="in-process limit sweep")
     parser.add_argument("--limit-seconds", type=float, default=2.0, help="timed seconds per batch size")
     parser.add_argument("--profile-seconds", type=int, default=10, help="profiled load window (0: no profile)")

@@ -8,7 +8,7 @@ layer), and a model card: the input contract, class names, metrics, training run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,13 @@ FEATURE_MAPS_SIGNATURE = "feature_maps"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+# Ways to run a version: the runtime that executes it and the precision it computes in. TensorFlow in
+# float32 is the reference every other way is compared with.
+RuntimeName = Literal["tensorflow", "openvino"]
+PrecisionName = Literal["fp32", "bf16", "fp16"]
+RUNTIMES: tuple[RuntimeName, ...] = ("tensorflow", "openvino")
+PRECISIONS: tuple[PrecisionName, ...] = ("fp32", "bf16", "fp16")
+REFERENCE: tuple[RuntimeName, PrecisionName] = ("tensorflow", "fp32")
 
 
 class LayerSummary(BaseModel):
@@ -74,6 +81,17 @@ class SignatureSpec(BaseModel):
     outputs: list[str]
 
 
+class PrecisionAccuracy(BaseModel):
+    """Test-set accuracy of the version run one way (runtime and precision), and where it was measured."""
+
+    runtime: RuntimeName
+    precision: PrecisionName
+    accuracy: float = Field(ge=0, le=1)
+    samples: int = Field(ge=1)
+    device: str = Field(description="The CPU (or GPU) it was evaluated on.")
+    evaluated: str = Field(description="When (ISO 8601, UTC).")
+
+
 class ModelCard(BaseModel):
     """``model_card.json``: everything a server needs about a model version without importing TensorFlow."""
 
@@ -91,6 +109,9 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
     summary: ModelSummary | None = None
+    precisions: list[PrecisionAccuracy] = Field(
+        default=[], description="Test accuracy per runtime and precision; the service serves only those recorded."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
@@ -112,6 +133,10 @@ class ModelCard(BaseModel):
     def feature_layers(self) -> list[str]:
         """The layers whose activations the ``feature_maps`` signature returns, input to output."""
         return list(self.signatures[FEATURE_MAPS_SIGNATURE].outputs)
+
+    def recorded(self, runtime: str, precision: str) -> PrecisionAccuracy | None:
+        """The recorded accuracy of running this version with ``runtime`` in ``precision``, if any."""
+        return next((p for p in self.precisions if (p.runtime, p.precision) == (runtime, precision)), None)
 
     @classmethod
     def read(cls, version_dir: Path) -> ModelCard:

@@ -19,7 +19,7 @@ from service.dependencies import explain_spec, get_pipeline, get_runtime, requir
 from service.errors import NotFound
 from service.model_config import LABEL_PATTERN
 from service.pipeline import InferencePipeline
-from service.repository import ModelVersion
+from service.repository import ModelVersion, VersionState
 from service.request import ExplainSpec, Operation, Polarity
 from service.routing import version_ref, versioned_route
 from service.runtime import Runtime
@@ -152,6 +152,7 @@ async def model_detail(
             "metrics": card.metrics,
             "training": card.training,
             "summary": card.summary,
+            "serving": model.plan if model.state is VersionState.AVAILABLE else None,
         }
     )
 

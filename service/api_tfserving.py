@@ -91,7 +91,10 @@ async def model_metadata(
     return json_response(
         {
             "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
-            "metadata": {"signature_def": {"signature_def": signature_defs(model)}},
+            "metadata": {
+                "signature_def": {"signature_def": signature_defs(model)},
+                "serving": model.plan.model_dump(mode="json") if model.plan else None,
+            },
         }
     )
 

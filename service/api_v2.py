@@ -39,6 +39,7 @@ def model_info(runtime: Runtime, name: str, ref: int | str | None) -> v2.ModelMe
         platform="tensorflow_savedmodel",
         inputs=[v2.TensorMetadata(name=card.input.name, datatype="FP32", shape=card.input.shape)],
         outputs=[v2.TensorMetadata(name=card.output.name, datatype="FP32", shape=card.output.shape)],
+        serving=served.version.plan,
     )
 
 

@@ -3,7 +3,9 @@
 One :class:`Batcher` per loaded model version. Requests (each a ``(k, h, w, c)`` array, already
 validated) wait in a queue; one worker task takes queued requests up to ``max_batch_size`` images,
 runs the model once in a thread (never on the event loop), splits the output by each request's row
-count and resolves each request's future. Up to ``max_concurrent_batches`` calls run at once, so the
+count and resolves each request's future. A batch may be padded with blank rows up to a faster batch
+size (``pad_targets``, measured at load: :mod:`service.precision`); the padding's outputs are dropped.
+Up to ``max_concurrent_batches`` calls run at once, so the
 model keeps computing while the event loop decodes the next requests and encodes the last answers.
 
 Waiting policy: when a call slot is free the worker starts at once with whatever is queued, so an idle
@@ -58,6 +60,7 @@ class Batcher:
         max_queue_images: int,
         queue_timeout_s: float,
         request_timeout_s: float,
+        pad_targets: tuple[int, ...] = (),
     ) -> None:
         self.label = label
         self._run = run
@@ -68,6 +71,8 @@ class Batcher:
         self._batch_size = metrics.batch_size.labels(label)
         self._batch_requests = metrics.batch_requests.labels(label)
         self._inference_seconds = metrics.inference.labels(label)
+        self._padded = metrics.padded.labels(label)
+        self.pad_targets = pad_targets  # rows a batch of n runs as: pad_targets[n] (n when out of range)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_images = max_queue_images
@@ -195,8 +200,13 @@ class Batcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         inputs = batch[0].images if len(batch) == 1 else np.concatenate([item.images for item in batch])
-        self._batch_size.observe(len(inputs))
+        count = len(inputs)
+        self._batch_size.observe(count)
         self._batch_requests.observe(len(batch))
+        target = self.pad_targets[count] if count < len(self.pad_targets) else count
+        if target > count:
+            inputs = np.concatenate([inputs, np.zeros((target - count, *inputs.shape[1:]), inputs.dtype)])
+            self._padded.inc(target - count)
         started = time.perf_counter()
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
@@ -208,7 +218,7 @@ class Batcher:
                     item.future.set_exception(ModelNotReady("server is shutting down"))
             raise
         except Exception:  # the details (TensorFlow ops, paths) go to the log, not to the client
-            logger.exception("inference failed on %s for a batch of %d", self.label, len(inputs))
+            logger.exception("inference failed on %s for a batch of %d", self.label, count)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(InferenceFailed(f"inference failed on model {self.label}"))

@@ -38,6 +38,10 @@ class Metrics:
             "cnn_batch_requests", "Requests merged into one model call.", ["model"],
             buckets=_BATCH_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.padded = Counter(
+            "cnn_padded_images_total", "Rows of padding added to batches to reach a faster batch size.", ["model"],
+            registry=self.registry,
+        )  # fmt: skip
         self.queue_depth = Gauge("cnn_queue_images", "Images waiting for the model.", ["model"], registry=self.registry)
         self.inference = Histogram(
             "cnn_inference_seconds", "Model call time.", ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry
@@ -66,7 +70,8 @@ class Metrics:
 
     def forget_version(self, label: str) -> None:
         """Drop an unloaded version's per-version series (``name:version`` labels)."""
-        series = [(m, (label,)) for m in (self.batch_size, self.batch_requests, self.queue_depth, self.inference)]
+        series = [(m, (label,)) for m in (self.batch_size, self.batch_requests, self.padded, self.queue_depth,
+                                                    self.inference)]  # fmt: skip
         series += [(self.rejected, (label, reason)) for reason in REJECT_REASONS]
         for metric, labels in series:
             with contextlib.suppress(KeyError):  # never observed

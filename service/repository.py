@@ -1,7 +1,9 @@
 """The served models: every known ``<name>/<version>/`` with its state, card and SavedModel, and labels.
 
 Only what the training module exported is used: the SavedModel's ``serving_default`` and
-``feature_maps`` signatures and ``model_card.json``. A version goes through TF Serving's states
+``feature_maps`` signatures and ``model_card.json``. Predictions run on the engine (runtime and
+precision) chosen at load (:mod:`service.precision`); feature maps and explanations run the float32
+SavedModel. A version goes through TF Serving's states
 (:class:`VersionState`); one that fails to load, or was unloaded, stays listed as ``END`` (with its
 error) while the others serve. Which versions to load and when is the runtime's business
 (:mod:`service.runtime`); this module only keeps the records and answers lookups.
@@ -26,6 +28,7 @@ from contract import FEATURE_MAPS_SIGNATURE, MODEL_CARD_FILE, SERVING_SIGNATURE,
 from service.errors import NotFound
 from service.explain import Explainer, ExplainSpec, Explanation
 from service.model_config import LabelTarget
+from service.precision import PlanError, PlanOptions, ServingPlan, describe, plan_serving
 from service.scan import Fingerprint
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,9 @@ class ModelVersion:
     error: str | None = None
     card: ModelCard | None = None
     saved_model: Any = None  # the loaded trackable; keeps the signatures' variables alive
+    engine: Any = None  # what predictions run on (service.engines)
+    plan: ServingPlan | None = None  # why that engine, with its timings
+    pad_targets: tuple[int, ...] = ()  # rows a batch of n runs as (service.precision.pad_targets)
     in_flight: int = 0  # requests that looked this version up and have not finished
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
@@ -85,6 +91,11 @@ class ModelVersion:
 
     # -- inference (called from worker threads) ----------------------------------------------------
     def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities on the served engine."""
+        return self.engine.predict(images)
+
+    def reference_predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities of the float32 SavedModel, as exported."""
         import tensorflow as tf
 
         card = self.loaded_card
@@ -101,12 +112,12 @@ class ModelVersion:
     def explain(self, images: np.ndarray, spec: ExplainSpec) -> Explanation:
         with self._explainer_lock:  # the first call freezes the graph; the others wait for it
             if self._explainer is None:
-                self._explainer = Explainer(self.saved_model, self.loaded_card, self.predict)
+                self._explainer = Explainer(self.saved_model, self.loaded_card, self.reference_predict)
         return self._explainer.explain(images, spec)
 
     def release(self) -> None:
         """Drop the SavedModel and what was built from it (unloading, or a failed load)."""
-        self.saved_model = None
+        self.saved_model = self.engine = None
         self._explainer = None
 
 
@@ -124,7 +135,7 @@ def _read_card(path: Path) -> ModelCard:
         raise LoadError(f"{MODEL_CARD_FILE} could not be read") from None
 
 
-def _load_checked(model: ModelVersion, warmup_batch_sizes: Iterable[int]) -> None:
+def _load_checked(model: ModelVersion, warmup_batch_sizes: Iterable[int], options: PlanOptions) -> None:
     import tensorflow as tf
 
     started = time.perf_counter()
@@ -142,23 +153,30 @@ def _load_checked(model: ModelVersion, warmup_batch_sizes: Iterable[int]) -> Non
     try:
         model.feature_maps(one, model.card.feature_layers)
         for size in sorted(set(warmup_batch_sizes) | {1}):
-            probabilities = model.predict(np.zeros((size, *model.card.input_shape), dtype=np.float32))
+            probabilities = model.reference_predict(np.zeros((size, *model.card.input_shape), dtype=np.float32))
     except Exception as exc:
         raise LoadError("the SavedModel failed its warm-up call (its signature does not match its card)") from exc
     if probabilities.shape[1:] != (len(model.card.class_names),):
         raise LoadError(f"warm-up output shape {probabilities.shape} does not match the card's class names")
+    try:
+        model.engine, model.plan, model.pad_targets = plan_serving(model.saved_model, model.path, model.card, options)
+    except PlanError as exc:
+        raise LoadError(str(exc)) from None
+    logger.info(describe(model.label, model.plan))
     model.warmup_seconds = time.perf_counter() - loaded
 
 
-def load_version(model: ModelVersion, warmup_batch_sizes: Iterable[int] = (1,)) -> str | None:
-    """Load one SavedModel and its card, and warm it up (one call per batch size); ``None`` on
-    success, else the reason, in words safe to show a client.
+def load_version(
+    model: ModelVersion, warmup_batch_sizes: Iterable[int] = (1,), options: PlanOptions | None = None
+) -> str | None:
+    """Load one SavedModel and its card, warm it up (one call per batch size) and choose its engine;
+    ``None`` on success, else the reason, in words safe to show a client.
 
     Called in a worker thread: it does not change the record's state, the caller does. The log gets
     the full cause with the path.
     """
     try:
-        _load_checked(model, warmup_batch_sizes)
+        _load_checked(model, warmup_batch_sizes, options or PlanOptions())
     except Exception as exc:
         model.release()
         reason = str(exc) if isinstance(exc, LoadError) else "the model could not be loaded"

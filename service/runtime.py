@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from contract import ModelCard
+from service import engines
 from service.batcher import Batcher
 from service.errors import InvalidInput, ModelLoadFailed, ModelNotReady, NotFound
 from service.metrics import Metrics
 from service.model_config import ConfigError, LabelTarget, ModelSource, read_config, repository_sources
+from service.precision import StartupError, check_supported
 from service.repository import ModelRepository, ModelVersion, VersionState, load_version
 from service.scan import Fingerprint, VersionDir, scan_versions
 from service.settings import Settings
@@ -91,6 +93,11 @@ class Runtime:
         """Load what the policies select (readiness waits for this), then watch the repository."""
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         await self._in_loader(_configure_tensorflow, self.settings)
+        try:
+            await self._in_loader(check_supported, self.settings.plan_options, engines.unsupported_reason)
+        except StartupError as exc:
+            logger.error("cannot start: %s", exc)
+            raise
         slots = self.settings.max_concurrent_batches * _THREADS_PER_SLOT + self.settings.max_concurrent_feature_maps
         self.executor = ThreadPoolExecutor(max_workers=slots + _SPARE_THREADS, thread_name_prefix="inference")
         await self.sync()
@@ -233,7 +240,7 @@ class Runtime:
         model.path, model.fingerprint, model.card = found.path, found.fingerprint, None
         self._enter(model, VersionState.LOADING)
         warmup_sizes = {1, self.settings.max_batch_size}
-        error = await self._in_loader(load_version, model, warmup_sizes)
+        error = await self._in_loader(load_version, model, warmup_sizes, self.settings.plan_options)
         if error is not None:
             self.metrics.loads.labels(name, "failure").inc()
             self._enter(model, VersionState.END, error)
@@ -246,6 +253,7 @@ class Runtime:
             max_queue_images=self.settings.max_queue_images,
             queue_timeout_s=self.settings.queue_timeout_s,
             request_timeout_s=self.settings.request_timeout_s,
+            pad_targets=model.pad_targets,
         )  # fmt: skip
         batcher.start()
         self._served[model.label] = ServedModel(model, batcher)

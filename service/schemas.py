@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contract import ModelSummary, TensorSpec
+from service.precision import ServingPlan
 
 PixelDType = Literal["uint8", "float32"]
 
@@ -142,6 +143,9 @@ class ModelDetail(BaseModel):
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
     summary: ModelSummary | None = None
+    serving: ServingPlan | None = Field(
+        None, description="The runtime and precision predictions run on, why, and the timings behind it (loaded)."
+    )
 
 
 class LabelAssignment(BaseModel):

@@ -5,12 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import DEFAULT_REPOSITORY
 from service.model_config import VersionPolicy
+from service.precision import PlanOptions
 
 
 class Settings(BaseSettings):
@@ -60,6 +62,26 @@ class Settings(BaseSettings):
         2, ge=1, le=16, description="Feature-map calls computing at once; more wait (up to the request timeout)."
     )
     default_top_k: int = Field(3, ge=1, description="top-k returned when the request does not say.")
+    runtime: Literal["auto", "tensorflow", "openvino"] = Field(
+        "auto", description="Runtime of predictions: auto (the fastest measured at load), tensorflow or openvino."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Precision of predictions: auto (the fastest measured that passes the accuracy "
+        "gate), fp32, bf16 (CPUs with AVX-512 BF16 or AMX) or fp16 (GPUs with tensor cores).",
+    )
+    max_accuracy_drop: float = Field(
+        0.1,
+        ge=0,
+        le=100,
+        description="Largest recorded test-accuracy drop from float32, in percentage points, "
+        "that a runtime or precision may have to be served.",
+    )
+    batch_buckets: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        description="Batch sizes a batch is padded up to, e.g. [2, 4, 8] (the smallest that holds it); "
+        "unset: measured at load; []: never pad.",
+    )
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
     api_key: str | None = Field(None, description="When set, requests must send it as X-API-Key or Bearer token.")
     shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight requests on SIGTERM.")
@@ -74,6 +96,12 @@ class Settings(BaseSettings):
     @property
     def policy(self) -> VersionPolicy:
         return VersionPolicy.parse(self.version_policy)
+
+    @property
+    def plan_options(self) -> PlanOptions:
+        buckets = None if self.batch_buckets is None else tuple(self.batch_buckets)
+        return PlanOptions(self.runtime, self.precision, self.max_accuracy_drop, self.max_batch_size, buckets,
+                           self.inference_threads)  # fmt: skip
 
     @property
     def model_control_allowed(self) -> bool:

@@ -15,6 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Apps built in the test process serve HTTP only: many of them would otherwise share the gRPC port.
 # Servers started as processes get a free gRPC port each (tests/reliability/servers.py).
 os.environ.setdefault("CNN_GRPC_PORT", "0")
+# Predictions on float32 TensorFlow, as exported, so answers can be compared with the SavedModel's own;
+# tests/test_service_precision.py covers the measured choice (CNN_RUNTIME=auto, CNN_PRECISION=auto).
+os.environ.setdefault("CNN_RUNTIME", "tensorflow")
+os.environ.setdefault("CNN_PRECISION", "fp32")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # CNN_TEST_MODEL_REPOSITORY points the tests at another repository with the same layout.

@@ -183,3 +183,44 @@ def test_after_a_merged_batch_the_next_one_waits_to_fill():
 
     assert asyncio.run(scenario()) == 1
     assert calls == [8, 2]
+
+
+def test_bucket_padding_returns_each_request_exactly_its_own_rows():
+    """Batches padded to 2 or 8 rows: the model sees the padded sizes, each request only its own rows."""
+    calls: list[int] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        time.sleep(0.01)
+        return batch.reshape(len(batch), -1)[:, :1]  # each row's own value; padding rows are 0
+
+    # n → rows: 1 → 2, 3..8 → 8, 2 stays 2
+    targets = (0, 2, 2, 8, 8, 8, 8, 8, 8)
+    metrics = Metrics()
+
+    async def scenario():
+        batcher = Batcher(
+            "test:1",
+            run,
+            ThreadPoolExecutor(2),
+            metrics,
+            max_batch_size=8,
+            max_wait_s=0.002,
+            max_queue_images=64,
+            queue_timeout_s=5,
+            request_timeout_s=5,
+            pad_targets=targets,
+        )
+        batcher.start()
+        alone = await batcher.submit(images(7.0))
+        together = await asyncio.gather(*(batcher.submit(images(i + 1, count=1 + i % 3)) for i in range(12)))
+        await batcher.drain(1)
+        return alone, together
+
+    alone, together = asyncio.run(scenario())
+    assert calls[0] == 2 and alone.shape == (1, 1) and alone[0, 0] == 7.0
+    for i, rows in enumerate(together):
+        assert rows.shape == (1 + i % 3, 1) and (rows == i + 1).all()
+    assert set(calls) <= {2, 8}, calls  # every batch ran at a bucket size
+    padded = metrics.registry.get_sample_value("cnn_padded_images_total", {"model": "test:1"})
+    assert padded == sum(calls) - 1 - sum(1 + i % 3 for i in range(12))

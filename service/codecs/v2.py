@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from service import wire
 from service.errors import InvalidInput
+from service.precision import ServingPlan
 from service.request import Api, InferenceRequest, InferenceResult, TensorInput
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -61,6 +62,9 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    serving: ServingPlan | None = Field(
+        None, description="Extension: the runtime and precision predictions run on, and the timings behind it."
+    )
 
 
 class ServerMetadata(BaseModel):

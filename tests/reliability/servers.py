@@ -48,7 +48,10 @@ def wait_until_ready(
 
 
 class ServerProcess:
-    """``python -m service`` on a free port; ``env`` adds ``CNN_*`` settings (inherited ones are dropped)."""
+    """``python -m service`` on a free port; ``env`` adds ``CNN_*`` settings (inherited ones are dropped).
+
+    Predictions run on float32 TensorFlow unless ``env`` says otherwise: choosing among every runtime and
+    precision costs seconds per load, and most of these tests load many versions."""
 
     def __init__(self, repository: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
@@ -57,7 +60,7 @@ class ServerProcess:
         environment = {key: value for key, value in os.environ.items() if not key.startswith("CNN_")}
         environment.update(
             CNN_MODEL_REPOSITORY=str(repository), CNN_HOST=HOST, CNN_PORT=str(self.port),
-            CNN_GRPC_PORT=str(self.grpc_port), TF_CPP_MIN_LOG_LEVEL="2",
+            CNN_GRPC_PORT=str(self.grpc_port), CNN_RUNTIME="tensorflow", CNN_PRECISION="fp32", TF_CPP_MIN_LOG_LEVEL="2",
         )  # fmt: skip
         environment.update(env or {})
         self._log = log_path.open("wb")

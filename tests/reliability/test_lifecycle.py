@@ -212,10 +212,19 @@ def test_versions_swap_under_load_without_a_failed_request(tmp_path: Path, sourc
     assert errors and all(f"model {MODEL}:4 failed to load" in line for line in errors), errors
 
 
-def test_memory_is_returned_after_publish_and_unload_cycles(tmp_path: Path, source: Path) -> None:
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {},
+        # every runtime and precision built and timed at each load (OpenVINO's compiled models included)
+        pytest.param({"CNN_RUNTIME": "auto", "CNN_PRECISION": "auto"}, marks=pytest.mark.reliability_slow, id="auto"),
+    ],
+    ids=["fp32", "auto"],
+)
+def test_memory_is_returned_after_publish_and_unload_cycles(tmp_path: Path, source: Path, choice: dict) -> None:
     repository = _repository(tmp_path, source)
     model_dir = repository / MODEL
-    env = {"CNN_POLL_INTERVAL_S": "0.1", "CNN_VERSION_POLICY": "all"}
+    env = {"CNN_POLL_INTERVAL_S": "0.1", "CNN_VERSION_POLICY": "all", **choice}
     rss: list[int] = []
     with (
         running_server(repository, tmp_path / "server.log", env) as server,

@@ -1,0 +1,145 @@
+"""Runtime and precision per version: the accuracy gate, forced choices, timings, buckets and answers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from contract import ModelCard, PrecisionAccuracy
+from service.app import create_app
+from service.precision import (
+    PlanOptions,
+    StartupError,
+    check_supported,
+    gate,
+    ladder,
+    measured_buckets,
+    pad_targets,
+    wanted,
+)
+from service.settings import Settings
+
+
+def _record(runtime: str, precision: str, accuracy: float) -> PrecisionAccuracy:
+    return PrecisionAccuracy(runtime=runtime, precision=precision, accuracy=accuracy, samples=10_000,
+                             device="test CPU", evaluated="2026-01-01T00:00:00+00:00")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def card(bundled_repository: Path) -> ModelCard:
+    return ModelCard.read(bundled_repository / "fashion_cnn" / "1")
+
+
+# -- the gate and the settings (no model runs) ------------------------------------------------------
+def test_gate_refuses_a_recorded_drop_over_the_limit(card: ModelCard):
+    made_up = card.model_copy(
+        update={
+            "precisions": [
+                _record("tensorflow", "fp32", 0.9302),
+                _record("tensorflow", "bf16", 0.9270),
+                _record("openvino", "fp32", 0.9295),
+            ]
+        }
+    )
+    reason = gate(made_up, ("tensorflow", "bf16"), max_drop_pp=0.1)
+    assert reason is not None and "0.32 pp below" in reason and "CNN_MAX_ACCURACY_DROP=0.1" in reason
+    assert gate(made_up, ("tensorflow", "bf16"), max_drop_pp=0.5) is None
+    assert gate(made_up, ("openvino", "fp32"), max_drop_pp=0.1) is None  # 0.07 pp
+    assert "no recorded accuracy" in gate(made_up, ("openvino", "bf16"), max_drop_pp=0.1)
+    assert gate(made_up, ("tensorflow", "fp32"), max_drop_pp=0.0) is None  # the reference always passes
+
+
+def test_forcing_what_this_machine_cannot_run_is_a_startup_error():
+    def no_bf16(runtime: str, precision: str) -> str | None:
+        return "no bfloat16 instructions" if precision == "bf16" else None
+
+    with pytest.raises(StartupError, match=r"CNN_PRECISION=bf16 cannot run.*no bfloat16 instructions"):
+        check_supported(PlanOptions(precision="bf16"), no_bf16)
+    check_supported(PlanOptions(), no_bf16)  # auto: the others are offered
+    check_supported(PlanOptions(runtime="openvino"), no_bf16)  # openvino/fp32 is left
+    assert wanted(PlanOptions(runtime="openvino", precision="fp32")) == [("openvino", "fp32")]
+
+
+def test_buckets_pad_only_to_sizes_measured_faster():
+    assert ladder(64) == [1, 2, 4, 8, 16, 32, 64] and ladder(48)[-2:] == [32, 48] and ladder(1) == [1]
+    # batch 2 is measured faster than batch 1 (8.3 vs 4.4 ms); 4 is faster than 1 too, not than 2
+    call_ms = {1: 8.3, 2: 4.4, 4: 5.0, 8: 9.0}
+    assert measured_buckets(call_ms) == [2, 4]
+    targets = pad_targets(8, measured_buckets(call_ms), call_ms)
+    assert targets[1] == 2 and targets[2] == 2 and targets[3] == 3 and targets[8] == 8
+    assert pad_targets(8, [], {1: 1.0, 2: 1.5, 4: 2.0, 8: 4.0}) == tuple(range(9))  # nothing faster: no padding
+    # configured buckets (CNN_BATCH_BUCKETS): the smallest that holds the batch
+    assert pad_targets(10, [2, 8], None)[1:] == (2, 2, 8, 8, 8, 8, 8, 8, 9, 10)
+
+
+# -- through the app --------------------------------------------------------------------------------
+def _app(repository: Path, **settings) -> TestClient:
+    settings = {"runtime": "auto", "precision": "auto", **settings}  # the tests' environment pins the reference
+    return TestClient(create_app(Settings(model_repository=repository, models=["fashion_cnn"], poll_interval_s=0,
+                                          **settings)), raise_server_exceptions=False)  # fmt: skip
+
+
+@pytest.fixture()
+def drop_repository(tmp_path: Path, bundled_repository: Path) -> Path:
+    """The bundled fashion_cnn with a card saying OpenVINO float32 loses 0.5 pp (made up)."""
+    target = tmp_path / "fashion_cnn" / "1"
+    shutil.copytree(bundled_repository / "fashion_cnn" / "1", target)
+    card = ModelCard.read(target)
+    reference = card.recorded("tensorflow", "fp32")
+    card.precisions = [reference, _record("openvino", "fp32", reference.accuracy - 0.005)]
+    card.write(target)
+    return tmp_path
+
+
+def test_served_on_the_fastest_candidate_that_passes_the_gate(drop_repository: Path):
+    with _app(drop_repository) as client:
+        plan = client.get("/api/v1/models/fashion_cnn").json()["serving"]
+    refused = {(r["runtime"], r["precision"]): r["reason"] for r in plan["refused"]}
+    assert "0.50 pp below" in refused[("openvino", "fp32")]
+    assert "no recorded accuracy" in refused[("tensorflow", "bf16")] or "bfloat16" in refused[("tensorflow", "bf16")]
+    assert (plan["runtime"], plan["precision"]) == ("tensorflow", "fp32") and plan["chosen_by"] == "only candidate"
+    assert [size for size in plan["timings"][0]["call_ms"]] == ["1", "2", "4", "8", "16", "32", "64"]
+
+
+def test_a_forced_choice_the_gate_refuses_fails_the_version_with_the_reason(drop_repository: Path):
+    with _app(drop_repository, runtime="openvino", precision="fp32") as client:
+        detail = client.get("/api/v1/models/fashion_cnn").json()
+        predict = client.post("/v1/models/fashion_cnn:predict", json={"instances": [np.zeros((28, 28, 1)).tolist()]})
+    assert detail["state"] == "END" and "CNN_MAX_ACCURACY_DROP=0.1" in detail["error"]
+    assert predict.status_code == 503 and "0.50 pp below" in predict.json()["error"]
+
+
+def test_an_unsupported_forced_precision_stops_the_start(bundled_repository: Path, caplog):
+    with (
+        pytest.raises(StartupError, match="CNN_PRECISION=fp16 cannot run on this machine"),
+        _app(bundled_repository, precision="fp16"),
+    ):
+        pass
+    assert "cannot start: CNN_PRECISION=fp16" in caplog.text
+
+
+def test_auto_reports_its_choice_everywhere_and_answers_like_float32(bundled_repository: Path, fashion):
+    import tensorflow as tf
+
+    images = (fashion.test.images[:250].astype(np.float32) / 255.0)[..., None]
+    reference = tf.saved_model.load(str(bundled_repository / "fashion_cnn" / "1")).signatures["serving_default"]
+    expected = reference(images=tf.constant(images))["probabilities"].numpy()
+    with _app(bundled_repository, batch_buckets=[2, 4]) as client:
+        native = client.get("/api/v1/models/fashion_cnn").json()["serving"]
+        tfserving = client.get("/v1/models/fashion_cnn/metadata").json()["metadata"]["serving"]
+        v2 = client.get("/v2/models/fashion_cnn").json()["serving"]
+        answer = client.post("/v1/models/fashion_cnn:predict", json={"instances": images.tolist()})
+    assert native == tfserving == v2
+    timings = {(t["runtime"], t["precision"]): t for t in native["timings"]}
+    assert (native["runtime"], native["precision"]) == min(timings, key=lambda k: timings[k]["score_ms"])
+    assert ("tensorflow", "fp32") in timings and ("openvino", "fp32") in timings  # both recorded in the card
+    assert native["buckets"] == [2, 4] and native["buckets_from"] == "CNN_BATCH_BUCKETS"
+    assert native["reference_accuracy"] == pytest.approx(0.9302)
+    assert native["accuracy"] >= native["reference_accuracy"] - 0.001
+    served = np.array(answer.json()["predictions"])
+    assert (served.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.99
+    assert np.abs(served - expected).max() < 0.05  # reduced precision moves the last digits, not the answer
