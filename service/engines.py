@@ -7,7 +7,7 @@
   own whose graph optimizer rewrites it to mixed precision (oneDNN's bfloat16 pass; the CUDA float16
   pass). A session keeps the option to this one graph: TensorFlow's process-wide switch would also
   rewrite the feature-map and explanation graphs, which stay float32.
-- ``openvino/fp32``, ``openvino/bf16``: the SavedModel converted by OpenVINO and compiled for the CPU
+- ``openvino/fp32``, ``openvino/bf16``: the SavedModel read by OpenVINO and compiled for the CPU
   with that inference precision. OpenVINO is an optional extra; without it only TensorFlow is offered.
 
 Everything here imports TensorFlow or OpenVINO and runs in the loader or inference threads.
@@ -164,7 +164,7 @@ class TensorFlowMixedPrecision:
 
 
 class OpenVino:
-    """The SavedModel converted and compiled by OpenVINO for the CPU; one infer request per thread."""
+    """The SavedModel read and compiled by OpenVINO for the CPU; one infer request per thread."""
 
     runtime = "openvino"
 
@@ -198,8 +198,6 @@ class Builder:
             return TensorFlowSignature(self.saved_model, self.card)
         if runtime == "tensorflow":
             return TensorFlowMixedPrecision(self.saved_model, self.card, precision, self.threads)
-        if self._openvino_model is None:
-            import openvino
-
-            self._openvino_model = openvino.convert_model(str(self.version_dir))  # serving_default
+        if self._openvino_model is None:  # OpenVINO reads the SavedModel's serving_default itself
+            self._openvino_model = _openvino_core().read_model(str(self.version_dir))
         return OpenVino(self._openvino_model, self.card, precision, self.threads)

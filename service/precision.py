@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 TIMED_ROUNDS = 2  # turns of every candidate over every batch size
 CALLS_PER_TURN = 2  # calls timed per batch size in a turn, at least,
 MIN_TURN_MS = 3.0  # and for at least this long
+FAR_BEHIND = 1.5  # a candidate this many times slower than the leader after a round drops out of timing
 PAD_MARGIN = 0.9  # a padded batch must be measured at least 10% faster (calls on small batches are noisy)
 
 
@@ -155,15 +156,17 @@ def time_engines(engines: Sequence[Any], sizes: Sequence[int], input_shape: Sequ
     """Each engine's fastest call (ms) per batch size. Engines take turns, round after round, so a drift
     of the machine's speed hits them alike; each turn starts with an untimed call (a runtime's worker
     threads may still be spinning after the previous engine's calls) and times each size for a few
-    calls in a row."""
+    calls in a row. An engine already far behind after a round is not timed again."""
     rng = np.random.default_rng(0)
     batches = {size: rng.random((size, *input_shape), dtype=np.float32) for size in sizes}
     best = [dict.fromkeys(sizes, math.inf) for _ in engines]
     for engine in engines:  # the first call on each shape may compile or allocate
         for size in sizes:
             engine.predict(batches[size])
+    racing = list(range(len(engines)))
     for _ in range(TIMED_ROUNDS):
-        for engine, times in zip(engines, best, strict=True):
+        for index in racing:
+            engine, times = engines[index], best[index]
             engine.predict(batches[sizes[0]])
             for size in sizes:
                 calls, spent = 0, 0.0
@@ -172,6 +175,8 @@ def time_engines(engines: Sequence[Any], sizes: Sequence[int], input_shape: Sequ
                     engine.predict(batches[size])
                     elapsed = (time.perf_counter() - started) * 1e3
                     times[size], calls, spent = min(times[size], elapsed), calls + 1, spent + elapsed
+        leader = min(score(best[index]) for index in racing)
+        racing = [index for index in racing if score(best[index]) <= FAR_BEHIND * leader]
     return best
 
 
