@@ -228,14 +228,24 @@ def plan_serving(
                         + "; ".join(f"{r.runtime}/{r.precision}: {r.reason}" for r in refused))  # fmt: skip
     built = []
     builder = engines.Builder(saved_model, version_dir, card, options.threads)
+    probe = np.zeros((2, *card.input_shape), np.float32)
     for runtime, precision in candidates:
-        try:
-            built.append(builder.build(runtime, precision))
-        except Exception as exc:  # one runtime failing to build must not stop the others
-            logger.warning("%s/%s could not be built for %s: %s", runtime, precision, card.name, exc, exc_info=True)
-            refused.append(Refusal(runtime=runtime, precision=precision, reason="it failed to build (see the log)"))
+        try:  # one runtime failing must not stop the others
+            engine = builder.build(runtime, precision)
+            output = engine.predict(probe)
+            if output.shape != (2, len(card.class_names)):
+                raise ValueError(f"a test call on 2 images returned shape {output.shape}")
+            if not np.isfinite(output).all():
+                raise ValueError("a test call returned values that are not finite")
+        except Exception as exc:
+            logger.warning("%s/%s does not work for %s: %s", runtime, precision, card.name, exc, exc_info=True)
+            refused.append(
+                Refusal(runtime=runtime, precision=precision, reason="it failed to build or run (see the log)")
+            )
+            continue
+        built.append(engine)
     if not built:
-        raise PlanError("no runtime and precision could be built; see the log")
+        raise PlanError("no runtime and precision could be built and run; see the log")
     sizes = ladder(options.max_batch_size)
     measured = time_engines(built, sizes, card.input_shape)
     timings = [

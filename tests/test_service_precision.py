@@ -143,3 +143,33 @@ def test_auto_reports_its_choice_everywhere_and_answers_like_float32(bundled_rep
     served = np.array(answer.json()["predictions"])
     assert (served.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.99
     assert np.abs(served - expected).max() < 0.05  # reduced precision moves the last digits, not the answer
+
+
+def test_a_runtime_that_fails_or_is_missing_leaves_the_others(bundled_repository: Path, monkeypatch):
+    import tensorflow as tf
+
+    from service import engines
+    from service.precision import plan_serving
+
+    version = bundled_repository / "lenet5" / "1"
+    saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
+
+    def broken(self, images):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(engines.OpenVino, "predict", broken)
+    engine, plan, targets = plan_serving(saved_model, version, card, PlanOptions(max_batch_size=8))
+    refused = {(r.runtime, r.precision): r.reason for r in plan.refused}
+    assert "failed to build or run" in refused[("openvino", "fp32")] and plan.runtime == "tensorflow"
+    assert engine.predict(np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 10) and len(targets) == 9
+
+    monkeypatch.setattr(
+        engines, "unsupported_reason", lambda r, p: "OpenVINO is not installed" if r == "openvino" else None
+    )
+    _, plan, _ = plan_serving(
+        saved_model, version, card, PlanOptions(runtime="auto", precision="fp32", max_batch_size=8)
+    )
+    assert (plan.runtime, plan.precision, plan.chosen_by) == ("tensorflow", "fp32", "only candidate")
+    assert [(r.runtime, r.precision, r.reason) for r in plan.refused] == [
+        ("openvino", "fp32", "OpenVINO is not installed")
+    ]
