@@ -41,7 +41,7 @@ class DeletionResult:
 def load_model(repository: Path, name: str, version: int) -> ModelVersion:
     """A version loaded outside the service, predicting in float32 TensorFlow like its explanations."""
     model = ModelVersion(name, version, repository / name / str(version))
-    reason = load_version(model, options=PlanOptions(runtime="tensorflow", precision="fp32"))
+    reason = load_version(model, PlanOptions(runtime="tensorflow", precision="fp32"))
     if reason is not None:
         raise RuntimeError(f"{model.label} could not be loaded: {reason}")
     return model

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -25,6 +24,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from contract import FEATURE_MAPS_SIGNATURE, MODEL_CARD_FILE, SERVING_SIGNATURE, ModelCard
+from service.engines import TensorFlowSignature
 from service.errors import NotFound
 from service.explain import Explainer, ExplainSpec, Explanation
 from service.model_config import LabelTarget
@@ -60,6 +60,7 @@ class ModelVersion:
     error: str | None = None
     card: ModelCard | None = None
     saved_model: Any = None  # the loaded trackable; keeps the signatures' variables alive
+    reference: TensorFlowSignature | None = None  # the SavedModel's serving_default, float32 as exported
     engine: Any = None  # what predictions run on (service.engines)
     plan: ServingPlan | None = None  # why that engine, with its timings
     pad_targets: tuple[int, ...] = ()  # rows a batch of n runs as (service.precision.pad_targets)
@@ -96,11 +97,7 @@ class ModelVersion:
 
     def reference_predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities of the float32 SavedModel, as exported."""
-        import tensorflow as tf
-
-        card = self.loaded_card
-        signature = self.saved_model.signatures[SERVING_SIGNATURE]
-        return signature(**{card.input.name: tf.constant(images)})[card.output.name].numpy()
+        return self.reference.predict(images)
 
     def feature_maps(self, images: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -117,7 +114,7 @@ class ModelVersion:
 
     def release(self) -> None:
         """Drop the SavedModel and what was built from it (unloading, or a failed load)."""
-        self.saved_model = self.engine = None
+        self.saved_model = self.reference = self.engine = None
         self._explainer = None
 
 
@@ -135,7 +132,7 @@ def _read_card(path: Path) -> ModelCard:
         raise LoadError(f"{MODEL_CARD_FILE} could not be read") from None
 
 
-def _load_checked(model: ModelVersion, warmup_batch_sizes: Iterable[int], options: PlanOptions) -> None:
+def _load_checked(model: ModelVersion, options: PlanOptions) -> None:
     import tensorflow as tf
 
     started = time.perf_counter()
@@ -147,13 +144,13 @@ def _load_checked(model: ModelVersion, warmup_batch_sizes: Iterable[int], option
     missing = {SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE} - set(model.saved_model.signatures)
     if missing:
         raise LoadError(f"the SavedModel lacks signatures {sorted(missing)}")
+    model.reference = TensorFlowSignature(model.saved_model, model.card)
     loaded = time.perf_counter()
     model.load_seconds = loaded - started
     one = np.zeros((1, *model.card.input_shape), dtype=np.float32)
-    try:
+    try:  # the chosen engine is warmed up at every batch size the plan times
         model.feature_maps(one, model.card.feature_layers)
-        for size in sorted(set(warmup_batch_sizes) | {1}):
-            probabilities = model.reference_predict(np.zeros((size, *model.card.input_shape), dtype=np.float32))
+        probabilities = model.reference_predict(one)
     except Exception as exc:
         raise LoadError("the SavedModel failed its warm-up call (its signature does not match its card)") from exc
     if probabilities.shape[1:] != (len(model.card.class_names),):
@@ -166,17 +163,16 @@ def _load_checked(model: ModelVersion, warmup_batch_sizes: Iterable[int], option
     model.warmup_seconds = time.perf_counter() - loaded
 
 
-def load_version(
-    model: ModelVersion, warmup_batch_sizes: Iterable[int] = (1,), options: PlanOptions | None = None
-) -> str | None:
-    """Load one SavedModel and its card, warm it up (one call per batch size) and choose its engine;
-    ``None`` on success, else the reason, in words safe to show a client.
+def load_version(model: ModelVersion, options: PlanOptions | None = None) -> str | None:
+    """Load one SavedModel and its card, check it with a call, and choose and warm up its engine
+    (:func:`service.precision.plan_serving`); ``None`` on success, else the reason, in words safe to
+    show a client.
 
     Called in a worker thread: it does not change the record's state, the caller does. The log gets
     the full cause with the path.
     """
     try:
-        _load_checked(model, warmup_batch_sizes, options or PlanOptions())
+        _load_checked(model, options or PlanOptions())
     except Exception as exc:
         model.release()
         reason = str(exc) if isinstance(exc, LoadError) else "the model could not be loaded"

@@ -239,8 +239,7 @@ class Runtime:
             model = versions[found.version] = ModelVersion(name, found.version, found.path)
         model.path, model.fingerprint, model.card = found.path, found.fingerprint, None
         self._enter(model, VersionState.LOADING)
-        warmup_sizes = {1, self.settings.max_batch_size}
-        error = await self._in_loader(load_version, model, warmup_sizes, self.settings.plan_options)
+        error = await self._in_loader(load_version, model, self.settings.plan_options)
         if error is not None:
             self.metrics.loads.labels(name, "failure").inc()
             self._enter(model, VersionState.END, error)
