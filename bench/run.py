@@ -36,6 +36,7 @@ from bench.payloads import Payload, build_payloads
 from bench.profile import Profiler
 from bench.servers import Server, ServerSpec, http_request, memory_kib, process_tree, start_server
 from bench.wrk import WrkResult, run_wrk, wrk_binary
+from service.engines import cpu_flags, cpu_model
 
 logger = logging.getLogger("bench")
 GRPC_PAYLOAD = "grpc_batch"
@@ -56,13 +57,6 @@ class Scenario:
 
 
 # -- environment -------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def machine_busy_s() -> float:
     """CPU seconds spent busy by the whole machine since boot (all cores; idle and iowait excluded)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -511,8 +505,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def cpu_class() -> str:
     """What reduced precision can gain here: ``amx``, ``bf16`` (AVX-512 BF16, no AMX) or ``none``."""
-    flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
-                     "").split())  # fmt: skip
+    flags = cpu_flags()
     return "amx" if "amx_bf16" in flags else "bf16" if "avx512_bf16" in flags else "none"
 
 

@@ -45,28 +45,28 @@ class Engine(Protocol):
 
 
 # -- what this machine can run -------------------------------------------------------------------
-def cpu_flags() -> set[str]:
+def _cpuinfo(field: str) -> str:
+    """The first CPU's ``field`` in ``/proc/cpuinfo`` (empty where there is none)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+        return ""
+    return next((line.partition(":")[2].strip() for line in lines if line.split(":")[0].strip() == field), "")
+
+
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
 
 
 @cache
 def device_name() -> str:
     """The accelerator TensorFlow computes on: the first GPU's name, else the CPU model."""
     gpus = _tensor_core_gpus(any_capability=True)
-    if gpus:
-        return gpus[0]
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return gpus[0] if gpus else cpu_model()
 
 
 def _tensor_core_gpus(any_capability: bool = False) -> list[str]:
