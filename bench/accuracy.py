@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.payloads import v2_binary
 from bench.servers import ServerSpec, http_request, start_server
-from models.data import read_idx, resolve_data_dir, to_model_input
+from models.data import load_fashion_mnist
 
 logger = logging.getLogger("bench")
 
@@ -31,23 +32,14 @@ SETTINGS = [
 BATCH = 250  # images per request (the service's default limit is 256)
 
 
-def test_set(data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    directory = resolve_data_dir(data_dir)
-    return read_idx(directory / "t10k-images-idx3-ubyte.gz"), read_idx(directory / "t10k-labels-idx1-ubyte.gz")
-
-
 def _infer(port: int, model: str, images: np.ndarray) -> np.ndarray:
     """One v2 request: binary FP32 input, JSON output; the probabilities ``(n, classes)``."""
-    batch = np.ascontiguousarray(to_model_input(images), dtype="<f4")
-    tensor = batch.tobytes()
-    spec = {"name": "images", "shape": list(batch.shape), "datatype": "FP32",
-            "parameters": {"binary_data_size": len(tensor)}}  # fmt: skip
-    header = json.dumps({"inputs": [spec]}).encode()
-    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
-    status, body = http_request(port, "POST", f"/v2/models/{model}/infer", header + tensor, headers)
+    body, header_length = v2_binary(images, binary_output=False)
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
+    status, answer = http_request(port, "POST", f"/v2/models/{model}/infer", body, headers)
     if status != 200:
-        raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
-    output = json.loads(body)["outputs"][0]
+        raise RuntimeError(f"HTTP {status}: {answer[:200]!r}")
+    output = json.loads(answer)["outputs"][0]
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
 
 
@@ -59,7 +51,8 @@ def _start_failure(log_path: Path) -> str:
 
 def served_accuracy(spec_for: Callable[[str, str], ServerSpec], model: str, log_dir: Path, cwd: Path) -> list[dict]:
     """One row per setting: what was served (runtime, precision) and its accuracy, or why it could not be."""
-    images, labels = test_set()
+    test = load_fashion_mnist().test
+    images, labels = test.images, test.labels
     rows: list[dict[str, Any]] = []
     for runtime, precision in SETTINGS:
         spec = spec_for(runtime, precision)

@@ -56,8 +56,9 @@ def png_multipart(image: np.ndarray) -> bytes:
     )
 
 
-def v2_binary(images: np.ndarray) -> tuple[bytes, int]:
-    """An Open Inference Protocol v2 request with the batch as a binary FP32 tensor; binary output asked.
+def v2_binary(images: np.ndarray, binary_output: bool = True) -> tuple[bytes, int]:
+    """An Open Inference Protocol v2 request with the batch as a binary FP32 tensor; the output asked as
+    binary too, or (``binary_output=False``) as JSON.
 
     Returns the body and the length of its JSON header (``Inference-Header-Content-Length``).
     """
@@ -71,7 +72,7 @@ def v2_binary(images: np.ndarray) -> tuple[bytes, int]:
                 "parameters": {"binary_data_size": len(tensor)},
             }
         ],
-        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": binary_output}}],
     }
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     return header_bytes + tensor, len(header_bytes)
