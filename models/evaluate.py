@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,13 @@ class Evaluation:
 def evaluate_saved_model(path: str | Path, split: Split, batch_size: int = 500) -> Evaluation:
     """Accuracy and mean cross-entropy of ``serving_default`` on a data split."""
     serve = tf.saved_model.load(str(path)).signatures[SERVING_SIGNATURE]
+    return evaluate(lambda batch: serve(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy(), split, batch_size)
+
+
+def evaluate(predict: Callable[[np.ndarray], np.ndarray], split: Split, batch_size: int = 500) -> Evaluation:
+    """Accuracy and mean cross-entropy of ``predict`` (model input → class probabilities) on a data split."""
     batches = (to_model_input(split.images[start : start + batch_size]) for start in range(0, len(split), batch_size))
-    probabilities = np.concatenate(
-        [serve(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy() for batch in batches]
-    )
+    probabilities = np.concatenate([predict(batch) for batch in batches])
     picked = probabilities[np.arange(len(split)), split.labels]
     correct = int((probabilities.argmax(axis=1) == split.labels).sum())
     loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())

@@ -18,19 +18,10 @@ import os
 from pathlib import Path
 
 from contract import PRECISIONS, REFERENCE, RUNTIMES, ModelCard, PrecisionAccuracy
-from models.data import Split, load_fashion_mnist, to_model_input
+from models.data import Split, load_fashion_mnist
+from models.evaluate import evaluate
 
 logger = logging.getLogger(__name__)
-BATCH = 500
-
-
-def accuracy(predict, split: Split) -> float:
-    """Top-1 accuracy of ``predict`` (images → probabilities) on a data split."""
-    correct = 0
-    for start in range(0, len(split), BATCH):
-        probabilities = predict(to_model_input(split.images[start : start + BATCH]))
-        correct += int((probabilities.argmax(axis=1) == split.labels[start : start + BATCH]).sum())
-    return correct / len(split)
 
 
 def evaluate_precisions(version_dir: Path, card: ModelCard, split: Split) -> list[PrecisionAccuracy]:
@@ -50,7 +41,7 @@ def evaluate_precisions(version_dir: Path, card: ModelCard, split: Split) -> lis
                 logger.info("%s/%s not evaluated: %s", runtime, precision, reason)
                 continue
             engine = builder.build(runtime, precision)
-            value = accuracy(engine.predict, split)
+            value = evaluate(engine.predict, split).accuracy
             logger.info("%s %s/%s: test accuracy %.4f", card.name, runtime, precision, value)
             device = engines.device_name()
             records.append(
