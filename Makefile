@@ -12,7 +12,7 @@ BENCH_APT := wrk
 HOST ?= 127.0.0.1
 PORT ?= 8000
 ARCH ?= fashion_cnn
-EPOCHS ?= 20
+EPOCHS ?=
 
 .PHONY: install serve test lint format train bench reliability docker-test clean
 
@@ -55,10 +55,10 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## train and export a model (ARCH=fashion_cnn|lenet5|depthpool_cnn, EPOCHS=N) into model_repository/
+## train and export a model (ARCH=fashion_cnn|fashion_resnet|lenet5|depthpool_cnn; EPOCHS=N overrides its recipe)
 train: install
 	$(call apt_install,$(TEST_APT))
-	$(BIN)/python -m models.train --arch $(ARCH) --epochs $(EPOCHS)
+	$(BIN)/python -m models.train --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 ## throughput/latency: in-process limit vs this service vs a naive server vs LitServe (writes bench/results/)
 bench: install

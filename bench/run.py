@@ -36,7 +36,7 @@ from bench.payloads import Payload, build_payloads
 from bench.profile import Profiler
 from bench.servers import Server, ServerSpec, http_request, memory_kib, process_tree, start_server
 from bench.wrk import WrkResult, run_wrk, wrk_binary
-from service.engines import cpu_flags, cpu_model
+from contract.machine import cpu_flags, cpu_model
 
 logger = logging.getLogger("bench")
 GRPC_PAYLOAD = "grpc_batch"

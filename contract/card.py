@@ -43,6 +43,10 @@ class LayerSummary(BaseModel):
     memory_bytes: int = Field(description="float32 activation memory per image.")
     receptive_field: list[int] = Field(description="Input pixels (height, width) one output unit sees.")
     jump: list[int] | None = Field(description="Input pixels between neighbouring output units; null if global.")
+    inputs: list[str] = Field(
+        default_factory=list,
+        description="The layers (or the model input) this layer reads; two or more where branches merge.",
+    )
 
 
 class ModelSummary(BaseModel):

@@ -7,6 +7,7 @@ Every architecture takes Fashion-MNIST images as float32 ``(28, 28, 1)`` in [0, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import keras
@@ -81,10 +82,75 @@ def depthpool_cnn(input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> ke
     )
 
 
+def _residual_block(x, filters: int, stride: int, name: str):
+    """Two 3×3 conv + batch-norm layers added to a shortcut (a strided 1×1 projection when the shape changes)."""
+    conv = partial(layers.Conv2D, kernel_size=3, padding="same", use_bias=False, kernel_initializer="he_normal")
+    y = conv(filters, strides=stride, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = conv(filters, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(
+            filters, 1, strides=stride, use_bias=False, kernel_initializer="he_normal", name=f"{name}_proj"
+        )(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_relu2")(y)
+
+
+def fashion_resnet(
+    input_shape=INPUT_SHAPE,
+    num_classes: int = NUM_CLASSES,
+    widths: tuple[int, ...] = (24, 48, 96),
+    blocks_per_stage: int = 2,
+) -> keras.Model:
+    """A small ResNet: conv stem, three stages of residual blocks at 28×28, 14×14 and 7×7 (each later stage
+    halves the resolution and doubles the width), global average pooling, softmax.
+
+    Batch normalization and identity shortcuts let 13 conv layers train quickly; global average pooling
+    keeps the classifier to ``widths[-1] × classes`` weights. 13 conv layers with 3×3 kernels see the
+    whole 28×28 image (receptive field 53 by the last block).
+    """
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(
+        inputs
+    )
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, filters in enumerate(widths, start=1):
+        for block in range(1, blocks_per_stage + 1):
+            stride = 2 if stage > 1 and block == 1 else 1
+            x = _residual_block(x, filters, stride, name=f"stage{stage}_block{block}")
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="fashion_resnet")
+
+
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "fashion_cnn": fashion_cnn,
     "lenet5": lenet5,
     "depthpool_cnn": depthpool_cnn,
+    "fashion_resnet": fashion_resnet,
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training run an architecture's bundled version came from: ``models.train``'s defaults for it."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    shift: int = 0  # random shifts of up to this many pixels (0: none)
+    patience: int = 6  # early stopping on validation accuracy
+
+
+RECIPES: dict[str, Recipe] = {
+    "lenet5": Recipe(epochs=15),
+    # the cosine schedule's late epochs are where it gains most: no early stop, the best epoch is kept
+    "fashion_resnet": Recipe(epochs=30, batch_size=128, lr=2e-3, shift=2, patience=30),
 }
 
 

@@ -33,7 +33,7 @@ def evaluate_precisions(version_dir: Path, card: ModelCard, split: Split) -> lis
     saved_model = tf.saved_model.load(str(version_dir))
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     records = []
-    builder = engines.Builder(saved_model, version_dir, card)
+    builder = engines.Builder(saved_model, card)
     for runtime in RUNTIMES:
         for precision in PRECISIONS:
             reason = engines.unsupported_reason(runtime, precision)

@@ -7,6 +7,7 @@ SavedModel + model card, then evaluates the *exported* model once on the held-ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from contract import DEFAULT_REPOSITORY, ModelCard
+from contract.machine import cpu_cores, cpu_model
 from models import architectures
+from models.architectures import INPUT_SHAPE
 from models.data import Split, load_fashion_mnist, to_model_input
 from models.evaluate import evaluate_saved_model
 from models.export import export_model, publish
@@ -46,14 +49,29 @@ class EpochLogger(keras.callbacks.Callback):
         )  # fmt: skip
 
 
-def make_dataset(split: Split, batch_size: int, *, shuffle: bool, flip: bool, seed: int) -> tf.data.Dataset:
+def augmentation(*, flip: bool, shift: int, seed: int) -> keras.Sequential | None:
+    """Random horizontal flips and random shifts of up to ``shift`` pixels (zero-filled, per image)."""
+    steps: list[keras.layers.Layer] = []
+    if flip:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if shift:
+        factor = shift / INPUT_SHAPE[0]
+        steps.append(
+            keras.layers.RandomTranslation(factor, factor, fill_mode="constant", interpolation="nearest", seed=seed + 1)
+        )
+    return keras.Sequential(steps, name="augmentation") if steps else None
+
+
+def make_dataset(
+    split: Split, batch_size: int, *, shuffle: bool, flip: bool, seed: int, shift: int = 0
+) -> tf.data.Dataset:
     data = tf.data.Dataset.from_tensor_slices((to_model_input(split.images), split.labels))
     if shuffle:
         data = data.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
-    if flip:
-        flipper = keras.layers.RandomFlip("horizontal", seed=seed)
-        data = data.map(lambda x, y: (flipper(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    augment = augmentation(flip=flip, shift=shift, seed=seed)
+    if augment is not None:
+        data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -65,18 +83,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--data-dir", type=Path, help="IDX directory (default: $FASHION_MNIST_DIR or Debian's)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3, help="initial Nadam learning rate")
+    parser.add_argument("--epochs", type=int, help="default: the architecture's recipe (models.architectures)")
+    parser.add_argument("--batch-size", type=int, help="default: the architecture's recipe")
+    parser.add_argument("--lr", type=float, help="initial Nadam learning rate (default: the architecture's recipe)")
     parser.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine decay")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="disable random horizontal flips")
-    parser.add_argument("--patience", type=int, default=6, help="early-stopping patience on val accuracy")
+    parser.add_argument("--shift", type=int, help="random shifts of up to N pixels (default: the recipe's)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience on val accuracy (default: the recipe's)")
     parser.add_argument("--validation-size", type=int, default=5000)
     parser.add_argument("--train-limit", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--deterministic", action="store_true", help="enable TF op determinism (slower)")
     parser.add_argument("--checkpoint-dir", type=Path, help="where the best weights are kept during training")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    recipe = architectures.RECIPES.get(args.arch, architectures.Recipe())
+    for field in dataclasses.fields(recipe):
+        if getattr(args, field.name) is None:
+            setattr(args, field.name, getattr(recipe, field.name))
+    return args
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -109,7 +133,7 @@ def train(args: argparse.Namespace) -> Path:
     ]  # fmt: skip
     started = time.monotonic()
     history = model.fit(
-        make_dataset(train_split, args.batch_size, shuffle=True, flip=args.flip, seed=args.seed),
+        make_dataset(train_split, args.batch_size, shuffle=True, flip=args.flip, shift=args.shift, seed=args.seed),
         validation_data=make_dataset(data.validation, 500, shuffle=False, flip=False, seed=args.seed),
         epochs=args.epochs,
         callbacks=callbacks,
@@ -124,13 +148,16 @@ def train(args: argparse.Namespace) -> Path:
         "epochs_planned": args.epochs,
         "best_epoch": best_epoch,
         "batch_size": args.batch_size,
+        "early_stopping_patience": args.patience,
         "optimizer": "Nadam",
         "learning_rate": {"schedule": "cosine", "initial": args.lr, "final": args.min_lr},
-        "augmentation": ["random horizontal flip"] if args.flip else [],
+        "augmentation": (["random horizontal flip"] if args.flip else [])
+        + ([f"random shift of up to {args.shift} px"] if args.shift else []),
         "train_samples": len(train_split),
         "validation_samples": len(data.validation),
         "seed": args.seed,
         "training_time_s": round(training_time, 1),
+        "machine": {"cpu": cpu_model(), "cores": cpu_cores(), "keras_backend": keras.backend.backend()},
     }
     staged = export_model(
         model,

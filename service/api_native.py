@@ -17,6 +17,7 @@ from contract import ModelSummary
 from service.codecs import native
 from service.dependencies import explain_spec, get_pipeline, get_runtime, require_api_key, require_model_control
 from service.errors import NotFound
+from service.explain import default_gradcam_layer, gradcam_layers
 from service.model_config import LABEL_PATTERN
 from service.pipeline import InferencePipeline
 from service.repository import ModelVersion, VersionState
@@ -149,6 +150,8 @@ async def model_detail(
             "output": card.output,
             "class_names": card.class_names,
             "feature_layers": card.feature_layers,
+            "gradcam_layers": gradcam_layers(card),
+            "gradcam_default": default_gradcam_layer(card) if card.summary is not None else None,
             "metrics": card.metrics,
             "training": card.training,
             "summary": card.summary,

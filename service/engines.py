@@ -7,8 +7,8 @@
   own whose graph optimizer rewrites it to mixed precision (oneDNN's bfloat16 pass; the CUDA float16
   pass). A session keeps the option to this one graph: TensorFlow's process-wide switch would also
   rewrite the feature-map and explanation graphs, which stay float32.
-- ``openvino/fp32``, ``openvino/bf16``: the SavedModel read by OpenVINO and compiled for the CPU
-  with that inference precision. OpenVINO is an optional extra; without it only TensorFlow is offered.
+- ``openvino/fp32``, ``openvino/bf16``: the loaded signature converted by OpenVINO and compiled for
+  the CPU with that inference precision. OpenVINO is an optional extra; without it only TensorFlow is offered.
 
 Everything here imports TensorFlow or OpenVINO and runs in the loader or inference threads.
 """
@@ -16,15 +16,14 @@ Everything here imports TensorFlow or OpenVINO and runs in the loader or inferen
 from __future__ import annotations
 
 import logging
-import platform
 import threading
 from functools import cache
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from contract import REFERENCE, SERVING_SIGNATURE, ModelCard
+from contract.machine import cpu_flags, cpu_model
 
 logger = logging.getLogger(__name__)
 
@@ -45,23 +44,6 @@ class Engine(Protocol):
 
 
 # -- what this machine can run -------------------------------------------------------------------
-def _cpuinfo(field: str) -> str:
-    """The first CPU's ``field`` in ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return next((line.partition(":")[2].strip() for line in lines if line.split(":")[0].strip() == field), "")
-
-
-def cpu_flags() -> set[str]:
-    return set(_cpuinfo("flags").split())
-
-
-def cpu_model() -> str:
-    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
-
-
 @cache
 def device_name() -> str:
     """The accelerator TensorFlow computes on: the first GPU's name, else the CPU model."""
@@ -188,8 +170,8 @@ class OpenVino:
 class Builder:
     """Builds a version's engines; what several of them share (OpenVINO's converted model) is made once."""
 
-    def __init__(self, saved_model: Any, version_dir: Path, card: ModelCard, threads: int = 0) -> None:
-        self.saved_model, self.version_dir, self.card, self.threads = saved_model, version_dir, card, threads
+    def __init__(self, saved_model: Any, card: ModelCard, threads: int = 0) -> None:
+        self.saved_model, self.card, self.threads = saved_model, card, threads
         self._openvino_model: Any = None
 
     def build(self, runtime: str, precision: str) -> Engine:
@@ -198,6 +180,12 @@ class Builder:
             return TensorFlowSignature(self.saved_model, self.card)
         if runtime == "tensorflow":
             return TensorFlowMixedPrecision(self.saved_model, self.card, precision, self.threads)
-        if self._openvino_model is None:  # OpenVINO reads the SavedModel's serving_default itself
-            self._openvino_model = _openvino_core().read_model(str(self.version_dir))
+        if self._openvino_model is None:
+            # Converted from the loaded signature, whose variables TensorFlow has already read: OpenVINO's
+            # own SavedModel reader fails on checkpoints with many variables ("Cannot find requested
+            # variable"; a 13-layer ResNet with batch normalization has 77).
+            import openvino
+
+            signature = self.saved_model.signatures[SERVING_SIGNATURE]
+            self._openvino_model = openvino.convert_model(signature, share_weights=False)
         return OpenVino(self._openvino_model, self.card, precision, self.threads)

@@ -3,7 +3,7 @@
 The service only has the exported SavedModel, not the Keras model. Gradients between a layer and the
 class score need both in one graph, so :class:`Explainer` freezes the ``feature_maps`` signature (its
 variables become constants), imports that graph into a new function and differentiates the class
-score there: one call returns every convolutional layer's activations and gradients and the input
+score there: one call returns every spatial layer's activations and gradients and the input
 gradient. Occlusion needs no gradients: it runs occluded copies of the image through the model.
 
 Every heatmap is ``(n, height, width)`` at the model's input size, in [0, 1] (1: most important for
@@ -21,21 +21,32 @@ from contract import FEATURE_MAPS_SIGNATURE, ModelCard
 from service.request import ExplainMethod, ExplainSpec, Explanation
 
 
-def conv_layers(card: ModelCard) -> list[str]:
-    """The layers Grad-CAM can explain: convolutions, in network order."""
+def gradcam_layers(card: ModelCard) -> list[str]:
+    """The layers Grad-CAM can explain, in network order: from the first convolution on, every exported
+    layer with a spatial map (convolutions, and in residual networks their normalisations, activations
+    and the merges that end each block)."""
     if card.summary is None:
         return []
     exported = set(card.feature_layers)
-    return [layer.name for layer in card.summary.layers if "Conv" in layer.type and layer.name in exported]
+    first_conv = next((i for i, layer in enumerate(card.summary.layers) if "Conv" in layer.type), None)
+    if first_conv is None:
+        return []
+    return [
+        layer.name
+        for layer in card.summary.layers[first_conv:]
+        if layer.name in exported and len(layer.output_shape) == 3
+    ]
 
 
 def default_gradcam_layer(card: ModelCard) -> str | None:
-    """The last convolution whose output is more than one pixel (a 1×1 map cannot say where)."""
+    """The last of :func:`gradcam_layers` with a map of more than one pixel (a 1×1 map cannot say where)
+    that is not a pooling layer: the last convolution of a plain CNN, the last block's output of a ResNet."""
     assert card.summary is not None
-    shapes = {layer.name: layer.output_shape for layer in card.summary.layers}
-    layers = conv_layers(card)
-    spatial = [name for name in layers if shapes[name][0] * shapes[name][1] > 1]
-    return (spatial or layers or [None])[-1]
+    rows = {layer.name: layer for layer in card.summary.layers}
+    layers = gradcam_layers(card)
+    spatial = [name for name in layers if rows[name].output_shape[0] * rows[name].output_shape[1] > 1]
+    preferred = [name for name in spatial if "Pooling" not in rows[name].type]
+    return (preferred or spatial or layers or [None])[-1]
 
 
 def _normalise(maps: np.ndarray) -> np.ndarray:
@@ -64,9 +75,9 @@ class Explainer:
 
     def __init__(self, saved_model: Any, card: ModelCard, predict: Callable[[np.ndarray], np.ndarray]) -> None:
         self.card = card
-        self.conv_layers = conv_layers(card)
+        self.gradcam_layers = gradcam_layers(card)
         self._predict = predict
-        self._gradients, self._scores = _graph_functions(saved_model, card, self.conv_layers)
+        self._gradients, self._scores = _graph_functions(saved_model, card, self.gradcam_layers)
 
     def explain(self, images: np.ndarray, spec: ExplainSpec) -> Explanation:
         probabilities = self._predict(images)
@@ -96,7 +107,7 @@ class Explainer:
     def gradcam(self, images: np.ndarray, targets: np.ndarray, layer: str) -> np.ndarray:
         """ReLU of the layer's channels weighted by their mean gradient of the class score."""
         out = self._grads(images, targets)
-        index = self.conv_layers.index(layer)
+        index = self.gradcam_layers.index(layer)
         activations, gradients = out["activations"][index].numpy(), out["gradients"][index].numpy()
         weights = gradients.mean(axis=(1, 2), keepdims=True)  # (n, 1, 1, channels)
         cam = (weights * activations).sum(axis=-1)

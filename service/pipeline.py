@@ -25,7 +25,7 @@ import numpy as np
 
 from contract import ModelCard
 from service.errors import InferenceFailed, InvalidInput, NotFound, Overloaded, PayloadTooLarge
-from service.explain import conv_layers
+from service.explain import gradcam_layers
 from service.preprocess import images_to_batch, tensor_to_batch
 from service.repository import ModelVersion
 from service.request import ExplainMethod, ExplainSpec, InferenceRequest, InferenceResult, Operation
@@ -167,13 +167,16 @@ def _checked_explain(request: InferenceRequest, card: ModelCard, name: str) -> E
                 f"stride {spec.stride}"
             )
         return spec
-    valid = conv_layers(card)
+    valid = gradcam_layers(card)
     if not valid:
         raise InvalidInput(f"model {name} has no convolutional layer for Grad-CAM; use saliency or occlusion")
     if spec.layer is None:
         return spec  # the explainer takes the default layer
     if spec.layer not in card.feature_layers:
-        raise NotFound(f"model {name} has no layer {spec.layer!r}; convolutional layers: {', '.join(valid)}")
+        raise NotFound(f"model {name} has no layer {spec.layer!r}; Grad-CAM layers: {', '.join(valid)}")
     if spec.layer not in valid:
-        raise InvalidInput(f"layer {spec.layer!r} is not convolutional; Grad-CAM layers of {name}: {', '.join(valid)}")
+        raise InvalidInput(
+            f"layer {spec.layer!r} has no spatial map after a convolution; Grad-CAM layers of {name}: "
+            f"{', '.join(valid)}"
+        )
     return spec

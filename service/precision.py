@@ -26,7 +26,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -209,9 +208,7 @@ def pad_targets(max_batch_size: int, buckets: Sequence[int], call_ms: dict[int, 
 
 
 # -- the plan ----------------------------------------------------------------------------------------
-def plan_serving(
-    saved_model: Any, version_dir: Path, card: ModelCard, options: PlanOptions
-) -> tuple[Any, ServingPlan, tuple[int, ...]]:
+def plan_serving(saved_model: Any, card: ModelCard, options: PlanOptions) -> tuple[Any, ServingPlan, tuple[int, ...]]:
     """Build the candidates, time them, and return the fastest engine, the plan and its pad targets."""
     from service import engines
 
@@ -227,7 +224,7 @@ def plan_serving(
         raise PlanError("no runtime and precision passes the settings and the accuracy gate: "
                         + "; ".join(f"{r.runtime}/{r.precision}: {r.reason}" for r in refused))  # fmt: skip
     built = []
-    builder = engines.Builder(saved_model, version_dir, card, options.threads)
+    builder = engines.Builder(saved_model, card, options.threads)
     probe = np.zeros((2, *card.input_shape), np.float32)
     for runtime, precision in candidates:
         try:  # one runtime failing must not stop the others

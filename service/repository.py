@@ -156,7 +156,7 @@ def _load_checked(model: ModelVersion, options: PlanOptions) -> None:
     if probabilities.shape[1:] != (len(model.card.class_names),):
         raise LoadError(f"warm-up output shape {probabilities.shape} does not match the card's class names")
     try:
-        model.engine, model.plan, model.pad_targets = plan_serving(model.saved_model, model.path, model.card, options)
+        model.engine, model.plan, model.pad_targets = plan_serving(model.saved_model, model.card, options)
     except PlanError as exc:
         raise LoadError(str(exc)) from None
     logger.info(describe(model.label, model.plan))

@@ -140,6 +140,8 @@ class ModelDetail(BaseModel):
     output: TensorSpec | None = None
     class_names: list[str] = []
     feature_layers: list[str] = []
+    gradcam_layers: list[str] = Field([], description="The layers the explain endpoint's Grad-CAM accepts.")
+    gradcam_default: str | None = Field(None, description="The Grad-CAM layer used when a request names none.")
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
     summary: ModelSummary | None = None

@@ -23,6 +23,7 @@ os.environ.setdefault("CNN_PRECISION", "fp32")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # CNN_TEST_MODEL_REPOSITORY points the tests at another repository with the same layout.
 BUNDLED_REPOSITORY = Path(os.environ.get("CNN_TEST_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
+BUNDLED_MODELS = sorted(card.parent.parent.name for card in BUNDLED_REPOSITORY.glob("*/1/model_card.json"))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import BUNDLED_MODELS
 from tests.reliability.servers import ServerProcess, running_server
 
 IMAGES = 6
@@ -158,6 +159,28 @@ def test_tfserving_predict_gives_the_rest_classes(channel, images, rest_classes)
     request.inputs["images"].CopyFrom(tf.make_tensor_proto([png(image) for image in images]))
     probabilities = tf.make_ndarray(stub.Predict(request, timeout=30).outputs["probabilities"])
     assert np.array_equal(probabilities.argmax(axis=1), rest_classes)
+
+
+@pytest.mark.parametrize("model", BUNDLED_MODELS)
+def test_every_bundled_model_over_both_protocols(server, triton, channel, images, model):
+    """Each protocol's Predict/ModelInfer gives the REST API's probabilities for every bundled model."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    rest = httpx.post(
+        f"{server.base_url}/api/v1/models/{model}/predict",
+        json={"tensor": images.tolist(), "dtype": "uint8"},
+        timeout=60,
+    ).json()["predictions"]
+    expected = np.array([p["probabilities"] for p in rest])
+    v2 = triton.infer(model, [_triton_input("images", images, "UINT8")]).as_numpy("probabilities")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto([png(image) for image in images]))
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    tfserving = tf.make_ndarray(response.outputs["probabilities"])
+    np.testing.assert_allclose(v2, expected, atol=1e-5)
+    np.testing.assert_allclose(tfserving, expected, atol=1e-5)
 
 
 def test_tfserving_feature_maps_signature(channel, images, server):

@@ -43,6 +43,25 @@ def test_depthpool_cnn_uses_depth_pool_and_global_average_pooling():
     assert tuple(model.get_layer("depth_pool").output.shape[1:]) == (14, 14, 32)
 
 
+def test_fashion_resnet_stages_and_shortcuts():
+    model = architectures.build("fashion_resnet")
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["stem_relu"] == (28, 28, 24)
+    assert shapes["stage1_block2_relu2"] == (28, 28, 24)
+    assert shapes["stage2_block2_relu2"] == (14, 14, 48)
+    assert shapes["stage3_block2_relu2"] == (7, 7, 96)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 6  # three stages of two residual blocks
+    # only the first block of stages 2 and 3 changes the shape, so only they project the shortcut
+    projections = [layer.name for layer in model.layers if layer.name.endswith("_proj")]
+    assert projections == ["stage2_block1_proj", "stage3_block1_proj"]
+    assert all(model.get_layer(name).strides == (2, 2) for name in projections)
+    assert all(len({tuple(t.shape) for t in add.input}) == 1 for add in adds)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(not conv.use_bias for conv in convs)  # batch normalization supplies the bias
+    assert [type(layer).__name__ for layer in model.layers[-2:]] == ["GlobalAveragePooling2D", "Dense"]
+
+
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
         architectures.build("vgg")

@@ -74,3 +74,35 @@ def test_export_publishes_by_rename(tmp_path):
     target = publish(staged)
     assert target == tmp_path / "tiny" / "1" and not staged.exists()
     assert (target / "saved_model.pb").stat().st_ino == staged_inode  # moved, not copied
+
+
+def test_an_architecture_recipe_gives_the_defaults_and_flags_override_it():
+    from models.train import parse_args
+
+    resnet = parse_args(["--arch", "fashion_resnet"])
+    recipe = architectures.RECIPES["fashion_resnet"]
+    assert (resnet.epochs, resnet.batch_size, resnet.lr, resnet.shift) == (
+        recipe.epochs, recipe.batch_size, recipe.lr, recipe.shift,
+    )  # fmt: skip
+    short = parse_args(["--arch", "fashion_resnet", "--epochs", "2", "--shift", "0"])
+    assert (short.epochs, short.shift, short.batch_size) == (2, 0, recipe.batch_size)
+    plain = parse_args(["--arch", "depthpool_cnn"])
+    assert (plain.epochs, plain.batch_size, plain.shift) == (20, 64, 0)
+
+
+def test_shift_augmentation_moves_each_image_by_at_most_n_pixels():
+    from models.train import augmentation
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((16, 28, 28, 1), np.float32)
+    images[:, 8:20, 10:18] = rng.random((16, 12, 8, 1), dtype=np.float32) + 0.1  # an object off the border
+    shifted = np.asarray(augmentation(flip=False, shift=2, seed=3)(images, training=True))
+    offsets = set()
+    for original, moved in zip(images, shifted, strict=True):
+        found = [
+            (dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+            if np.array_equal(np.roll(original, (dy, dx), axis=(0, 1)), moved)
+        ]  # fmt: skip
+        assert found, "not a whole-pixel shift of at most 2 pixels"
+        offsets.add(found[0])
+    assert len(offsets) > 3  # each image draws its own shift

@@ -98,5 +98,41 @@ def test_totals_agree_with_keras(name):
     model = architectures.build(name)
     summary = summarize(model)
     assert summary.total_params == model.count_params()
-    assert [info.params for info in summary.layers] == [layer.count_params() for layer in model.layers]
+    layers_ = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert [info.params for info in summary.layers] == [layer.count_params() for layer in layers_]
+    assert [info.name for info in summary.layers] == [layer.name for layer in layers_]
     assert summary.layers[-1].output_shape == [10]
+
+
+def test_branches_and_merges():
+    """A residual block: the shortcut's strided 1×1 projection and the main path meet in an Add."""
+    inputs = keras.Input(shape=(8, 8, 2), name="images")
+    a = layers.Conv2D(4, 3, padding="same", name="a")(inputs)  # 8×8×4, RF 3, jump 1
+    main = layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False, name="main")(a)  # 4×4, RF 3+2=5, jump 2
+    main = layers.BatchNormalization(name="bn")(main)
+    shortcut = layers.Conv2D(4, 1, strides=2, name="proj")(a)  # 4×4, RF 3, jump 2
+    merged = layers.Add(name="add")([main, shortcut])
+    wide = layers.Concatenate(name="concat")([merged, layers.Conv2D(2, 3, padding="same", name="side")(merged)])
+    outputs = layers.Dense(3, name="head")(layers.GlobalAveragePooling2D(name="gap")(wide))
+    summary = summarize(keras.Model(inputs, outputs, name="branchy"))
+    rows = {info.name: info for info in summary.layers}
+
+    assert rows["a"].inputs == ["images"] and rows["main"].inputs == ["a"] and rows["proj"].inputs == ["a"]
+    assert rows["add"].inputs == ["bn", "proj"] and rows["concat"].inputs == ["add", "side"]
+    assert rows["main"].mult_adds == 4 * 4 * 4 * (3 * 3 * 4) and rows["main"].params == 3 * 3 * 4 * 4
+    assert rows["proj"].mult_adds == 4 * 4 * 4 * 4 and rows["proj"].params == 4 * 4 + 4
+    assert rows["bn"].mult_adds == 4 * 4 * 4 and rows["bn"].params == 4 * 4  # γ, β, moving mean and variance
+    assert rows["bn"].trainable_params == 2 * 4
+    assert rows["add"].mult_adds == 0 and rows["add"].params == 0 and rows["add"].memory_bytes == 4 * 4 * 4 * 4
+    assert rows["concat"].output_shape == [4, 4, 6] and rows["concat"].memory_bytes == 4 * 4 * 6 * 4
+    # receptive fields along both paths; a merge sees what its widest input sees
+    assert (rows["a"].receptive_field, rows["a"].jump) == ([3, 3], [1, 1])
+    assert (rows["main"].receptive_field, rows["main"].jump) == ([5, 5], [2, 2])
+    assert rows["bn"].receptive_field == [5, 5]
+    assert (rows["proj"].receptive_field, rows["proj"].jump) == ([3, 3], [2, 2])
+    assert (rows["add"].receptive_field, rows["add"].jump) == ([5, 5], [2, 2])
+    assert rows["side"].receptive_field == [5 + 2 * 2] * 2
+    assert rows["concat"].receptive_field == [9, 9]
+    assert rows["gap"].receptive_field == [8, 8] and rows["gap"].jump is None
+    assert summary.total_params == sum(info.params for info in summary.layers)
+    assert summary.total_mult_adds == sum(info.mult_adds for info in summary.layers)

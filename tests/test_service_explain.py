@@ -255,8 +255,8 @@ def test_occlusion_of_a_confident_image_is_not_blank(client, images):
 @pytest.mark.parametrize(
     ("model", "query", "status", "words"),
     [
-        ("fashion_cnn", "layer=pool1", 400, ["pool1", "conv1, conv2, conv3, conv4, conv5"]),
-        ("lenet5", "layer=S2", 400, ["S2", "C1, C3, C5"]),
+        ("fashion_cnn", "layer=fc1", 400, ["fc1", "conv1, pool1, conv2, conv3, pool2, conv4, conv5, pool3"]),
+        ("lenet5", "layer=pad", 400, ["pad", "C1, S2, C3, S4, C5"]),
         ("fashion_cnn", "layer=nope", 404, ["nope"]),
         ("fashion_cnn", "target=10", 400, ["10"]),
         ("fashion_cnn", "target=-1", 422, ["target"]),
@@ -406,7 +406,7 @@ def test_gradients_are_linear_in_the_target_and_activations_match_feature_maps(l
     each = sum(explainer._grads(x, np.full(len(x), c))["input_gradient"].numpy() for c in range(10))
     ones = explainer._gradients(tf.constant(x), tf.ones((len(x), 10)))
     np.testing.assert_allclose(ones["input_gradient"].numpy(), each, atol=1e-5, rtol=1e-4)
-    reference = model.feature_maps(x, explainer.conv_layers)
-    assert explainer.conv_layers == ["C1", "C3", "C5"]
-    for layer, activation in zip(explainer.conv_layers, ones["activations"], strict=True):
+    reference = model.feature_maps(x, explainer.gradcam_layers)
+    assert explainer.gradcam_layers == ["C1", "S2", "C3", "S4", "C5"]
+    for layer, activation in zip(explainer.gradcam_layers, ones["activations"], strict=True):
         np.testing.assert_allclose(activation.numpy(), reference[layer], atol=1e-5)

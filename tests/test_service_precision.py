@@ -158,7 +158,7 @@ def test_a_runtime_that_fails_or_is_missing_leaves_the_others(bundled_repository
         raise RuntimeError("device lost")
 
     monkeypatch.setattr(engines.OpenVino, "predict", broken)
-    engine, plan, targets = plan_serving(saved_model, version, card, PlanOptions(max_batch_size=8))
+    engine, plan, targets = plan_serving(saved_model, card, PlanOptions(max_batch_size=8))
     refused = {(r.runtime, r.precision): r.reason for r in plan.refused}
     assert "failed to build or run" in refused[("openvino", "fp32")] and plan.runtime == "tensorflow"
     assert engine.predict(np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 10) and len(targets) == 9
@@ -166,10 +166,34 @@ def test_a_runtime_that_fails_or_is_missing_leaves_the_others(bundled_repository
     monkeypatch.setattr(
         engines, "unsupported_reason", lambda r, p: "OpenVINO is not installed" if r == "openvino" else None
     )
-    _, plan, _ = plan_serving(
-        saved_model, version, card, PlanOptions(runtime="auto", precision="fp32", max_batch_size=8)
-    )
+    _, plan, _ = plan_serving(saved_model, card, PlanOptions(runtime="auto", precision="fp32", max_batch_size=8))
     assert (plan.runtime, plan.precision, plan.chosen_by) == ("tensorflow", "fp32", "only candidate")
     assert [(r.runtime, r.precision, r.reason) for r in plan.refused] == [
         ("openvino", "fp32", "OpenVINO is not installed")
     ]
+
+
+def test_openvino_runs_a_residual_network_with_many_variables(tmp_path):
+    """77 variables (13 convolutions with batch normalization): more than OpenVINO's own SavedModel
+    reader finds; the engine converts the loaded signature instead."""
+    pytest.importorskip("openvino")
+    import tensorflow as tf
+
+    from models import architectures
+    from models.data import CLASS_NAMES
+    from models.export import export_model
+    from service import engines
+
+    version = export_model(
+        architectures.build("fashion_resnet"),
+        tmp_path,
+        "resnet",
+        architecture="fashion_resnet",
+        class_names=CLASS_NAMES,
+    )
+    saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
+    assert len(saved_model.signatures["serving_default"].variables) >= 77
+    builder = engines.Builder(saved_model, card)
+    images = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    reference = builder.build("tensorflow", "fp32").predict(images)
+    np.testing.assert_allclose(builder.build("openvino", "fp32").predict(images), reference, atol=1e-4)

@@ -140,10 +140,9 @@ function fillLayers() {
     const row = rows.get(name);
     return new Option(row ? `${name} (${row.type}, ${row.output_shape.join("×")})` : name, name);
   }));
-  const convs = layers.filter((name) => rows.has(name) && rows.get(name).type.includes("Conv"));
-  $("cam-layer").replaceChildren(...convs.map((name) => new Option(`${name} (${rows.get(name).output_shape.join("×")})`, name)));
-  const spatial = convs.filter((name) => rows.get(name).output_shape[0] * rows.get(name).output_shape[1] > 1);
-  $("cam-layer").value = (spatial.length ? spatial : convs).at(-1) || "";
+  const cams = state.detail.gradcam_layers || [];
+  $("cam-layer").replaceChildren(...cams.map((name) => new Option(`${name} (${rows.get(name).output_shape.join("×")})`, name)));
+  $("cam-layer").value = state.detail.gradcam_default || "";
 }
 
 function fillTargets(top = null) {
@@ -179,6 +178,7 @@ function renderSummary(summary) {
       layer.name, layer.type + (layer.activation && layer.activation !== "linear" ? ` (${layer.activation})` : ""),
       dims(layer.output_shape), dims(layer.kernel_size), dims(layer.strides), layer.padding || "–",
       number(layer.params), number(layer.mult_adds), bytes(layer.memory_bytes), dims(layer.receptive_field),
+      (layer.inputs || []).join(", ") || "–",
     ];
     cells.forEach((text, i) => {
       const cell = document.createElement(i === 0 ? "th" : "td");
@@ -190,7 +190,7 @@ function renderSummary(summary) {
   }));
   const total = document.createElement("tr");
   const cells = [`Total (${summary.layers.length} layers)`, "", `input ${dims(summary.input_shape)}`, "", "", "",
-    number(summary.total_params), number(summary.total_mult_adds), bytes(summary.total_activation_bytes), ""];
+    number(summary.total_params), number(summary.total_mult_adds), bytes(summary.total_activation_bytes), "", ""];
   for (const text of cells) {
     const cell = document.createElement("td");
     cell.textContent = text;
