@@ -14,7 +14,8 @@ from .conftest import BUNDLED_REPOSITORY, png_bytes
 
 MODELS = ["fashion_cnn", "lenet5"]
 METHODS = ["gradcam", "saliency", "occlusion"]
-DEFAULT_LAYER = {"fashion_cnn": "conv5", "lenet5": "C3"}  # the last convolution larger than 1×1
+# the last spatial layer larger than 1×1 that is not pooling: a plain CNN's last convolution, a ResNet's last block
+DEFAULT_LAYER = {"fashion_cnn": "conv5", "fashion_resnet": "stage3_block2_relu2", "lenet5": "C3"}
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,8 @@ def predicted_probabilities(client, model: str, image: np.ndarray) -> np.ndarray
     return predicted_batch(client, model, image[None])[0]
 
 
-PENULTIMATE = {"fashion_cnn": "fc2", "lenet5": "F6"}  # the layer feeding the softmax layer `predictions`
+# the layer feeding the softmax layer `predictions`
+PENULTIMATE = {"fashion_cnn": "fc2", "fashion_resnet": "global_pool", "lenet5": "F6"}
 
 
 def predicted_batch(client, model: str, batch: np.ndarray) -> np.ndarray:
@@ -205,7 +207,11 @@ def class_scores(client, model: str, batch: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(BUNDLED_REPOSITORY / model / "1"))
-    weights = {v.name.split("/", 1)[1]: v.numpy() for v in loaded.signatures["serving_default"].variables}
+    # "<model>/predictions/kernel:0" in a Sequential model, "predictions/kernel:0" in a functional one
+    weights = {
+        v.name.split("/")[-2] + "/" + v.name.split("/")[-1]: v.numpy()
+        for v in loaded.signatures["serving_default"].variables
+    }
     rows = []
     for image in batch:
         response = client.post(

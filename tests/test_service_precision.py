@@ -22,6 +22,7 @@ from service.precision import (
     wanted,
 )
 from service.settings import Settings
+from tests.conftest import BUNDLED_MODELS
 
 
 def _record(runtime: str, precision: str, accuracy: float) -> PrecisionAccuracy:
@@ -77,9 +78,9 @@ def test_buckets_pad_only_to_sizes_measured_faster():
 
 
 # -- through the app --------------------------------------------------------------------------------
-def _app(repository: Path, **settings) -> TestClient:
+def _app(repository: Path, model: str = "fashion_cnn", **settings) -> TestClient:
     settings = {"runtime": "auto", "precision": "auto", **settings}  # the tests' environment pins the reference
-    return TestClient(create_app(Settings(model_repository=repository, models=["fashion_cnn"], poll_interval_s=0,
+    return TestClient(create_app(Settings(model_repository=repository, models=[model], poll_interval_s=0,
                                           **settings)), raise_server_exceptions=False)  # fmt: skip
 
 
@@ -122,23 +123,25 @@ def test_an_unsupported_forced_precision_stops_the_start(bundled_repository: Pat
     assert "cannot start: CNN_PRECISION=fp16" in caplog.text
 
 
-def test_auto_reports_its_choice_everywhere_and_answers_like_float32(bundled_repository: Path, fashion):
+@pytest.mark.parametrize("model", BUNDLED_MODELS)
+def test_auto_reports_its_choice_everywhere_and_answers_like_float32(bundled_repository: Path, fashion, model):
     import tensorflow as tf
 
     images = (fashion.test.images[:250].astype(np.float32) / 255.0)[..., None]
-    reference = tf.saved_model.load(str(bundled_repository / "fashion_cnn" / "1")).signatures["serving_default"]
+    reference = tf.saved_model.load(str(bundled_repository / model / "1")).signatures["serving_default"]
     expected = reference(images=tf.constant(images))["probabilities"].numpy()
-    with _app(bundled_repository, batch_buckets=[2, 4]) as client:
-        native = client.get("/api/v1/models/fashion_cnn").json()["serving"]
-        tfserving = client.get("/v1/models/fashion_cnn/metadata").json()["metadata"]["serving"]
-        v2 = client.get("/v2/models/fashion_cnn").json()["serving"]
-        answer = client.post("/v1/models/fashion_cnn:predict", json={"instances": images.tolist()})
+    card = ModelCard.read(bundled_repository / model / "1")
+    with _app(bundled_repository, model, batch_buckets=[2, 4]) as client:
+        native = client.get(f"/api/v1/models/{model}").json()["serving"]
+        tfserving = client.get(f"/v1/models/{model}/metadata").json()["metadata"]["serving"]
+        v2 = client.get(f"/v2/models/{model}").json()["serving"]
+        answer = client.post(f"/v1/models/{model}:predict", json={"instances": images.tolist()})
     assert native == tfserving == v2
     timings = {(t["runtime"], t["precision"]): t for t in native["timings"]}
     assert (native["runtime"], native["precision"]) == min(timings, key=lambda k: timings[k]["score_ms"])
     assert ("tensorflow", "fp32") in timings and ("openvino", "fp32") in timings  # both recorded in the card
     assert native["buckets"] == [2, 4] and native["buckets_from"] == "CNN_BATCH_BUCKETS"
-    assert native["reference_accuracy"] == pytest.approx(0.9302)
+    assert native["reference_accuracy"] == pytest.approx(card.metrics["test_accuracy"])
     assert native["accuracy"] >= native["reference_accuracy"] - 0.001
     served = np.array(answer.json()["predictions"])
     assert (served.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.99
