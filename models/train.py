@@ -19,7 +19,7 @@ import tensorflow as tf
 from contract import DEFAULT_REPOSITORY, ModelCard
 from contract.machine import cpu_cores, cpu_model
 from models import architectures
-from models.architectures import INPUT_SHAPE
+from models.architectures import INPUT_SHAPE, NUM_CLASSES
 from models.data import Split, load_fashion_mnist, to_model_input
 from models.evaluate import evaluate_saved_model
 from models.export import export_model, publish
@@ -49,8 +49,9 @@ class EpochLogger(keras.callbacks.Callback):
         )  # fmt: skip
 
 
-def augmentation(*, flip: bool, shift: int, seed: int) -> keras.Sequential | None:
-    """Random horizontal flips and random shifts of up to ``shift`` pixels (zero-filled, per image)."""
+def augmentation(*, flip: bool, shift: int, seed: int, erase: float = 0.0) -> keras.Sequential | None:
+    """Random horizontal flips, random shifts of up to ``shift`` pixels (zero-filled) and, with
+    probability ``erase``, random erasing (a rectangle of 2-33% of the image filled with noise), per image."""
     steps: list[keras.layers.Layer] = []
     if flip:
         steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -59,17 +60,28 @@ def augmentation(*, flip: bool, shift: int, seed: int) -> keras.Sequential | Non
         steps.append(
             keras.layers.RandomTranslation(factor, factor, fill_mode="constant", interpolation="nearest", seed=seed + 1)
         )
+    if erase:
+        steps.append(keras.layers.RandomErasing(factor=erase, value_range=(0.0, 1.0), seed=seed + 2))
     return keras.Sequential(steps, name="augmentation") if steps else None
 
 
 def make_dataset(
-    split: Split, batch_size: int, *, shuffle: bool, flip: bool, seed: int, shift: int = 0
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    flip: bool,
+    seed: int,
+    shift: int = 0,
+    erase: float = 0.0,
+    one_hot: bool = False,
 ) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices((to_model_input(split.images), split.labels))
+    labels = keras.utils.to_categorical(split.labels, NUM_CLASSES) if one_hot else split.labels
+    data = tf.data.Dataset.from_tensor_slices((to_model_input(split.images), labels))
     if shuffle:
         data = data.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
-    augment = augmentation(flip=flip, shift=shift, seed=seed)
+    augment = augmentation(flip=flip, shift=shift, erase=erase, seed=seed)
     if augment is not None:
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
@@ -89,6 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine decay")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="disable random horizontal flips")
     parser.add_argument("--shift", type=int, help="random shifts of up to N pixels (default: the recipe's)")
+    parser.add_argument("--erase", type=float, help="random-erasing probability per image (default: the recipe's)")
+    parser.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default: the recipe's)")
     parser.add_argument("--patience", type=int, help="early-stopping patience on val accuracy (default: the recipe's)")
     parser.add_argument("--validation-size", type=int, default=5000)
     parser.add_argument("--train-limit", type=int, help="use only the first N training images (smoke runs)")
@@ -116,11 +130,14 @@ def train(args: argparse.Namespace) -> Path:
     logger.info("%s\n%s", model.name, format_table(summarize(model)))
     steps = int(np.ceil(len(train_split) / args.batch_size)) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=args.min_lr / args.lr)
-    model.compile(
-        optimizer=keras.optimizers.Nadam(learning_rate=schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    # label smoothing needs one-hot targets (the sparse loss has no such option)
+    one_hot = args.label_smoothing > 0
+    loss = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
+        if one_hot
+        else keras.losses.SparseCategoricalCrossentropy()
     )
+    model.compile(optimizer=keras.optimizers.Nadam(learning_rate=schedule), loss=loss, metrics=["accuracy"])
     checkpoint_dir = args.checkpoint_dir or args.repository.parent / ".checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [
@@ -133,8 +150,17 @@ def train(args: argparse.Namespace) -> Path:
     ]  # fmt: skip
     started = time.monotonic()
     history = model.fit(
-        make_dataset(train_split, args.batch_size, shuffle=True, flip=args.flip, shift=args.shift, seed=args.seed),
-        validation_data=make_dataset(data.validation, 500, shuffle=False, flip=False, seed=args.seed),
+        make_dataset(
+            train_split,
+            args.batch_size,
+            shuffle=True,
+            flip=args.flip,
+            shift=args.shift,
+            erase=args.erase,
+            one_hot=one_hot,
+            seed=args.seed,
+        ),
+        validation_data=make_dataset(data.validation, 500, shuffle=False, flip=False, one_hot=one_hot, seed=args.seed),
         epochs=args.epochs,
         callbacks=callbacks,
         verbose=0,
@@ -152,7 +178,9 @@ def train(args: argparse.Namespace) -> Path:
         "optimizer": "Nadam",
         "learning_rate": {"schedule": "cosine", "initial": args.lr, "final": args.min_lr},
         "augmentation": (["random horizontal flip"] if args.flip else [])
-        + ([f"random shift of up to {args.shift} px"] if args.shift else []),
+        + ([f"random shift of up to {args.shift} px"] if args.shift else [])
+        + ([f"random erasing with probability {args.erase}"] if args.erase else []),
+        "label_smoothing": args.label_smoothing,
         "train_samples": len(train_split),
         "validation_samples": len(data.validation),
         "seed": args.seed,

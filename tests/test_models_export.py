@@ -17,7 +17,10 @@ from models.train import main as train_main
 @pytest.fixture(scope="module")
 def trained_repository(tmp_path_factory):
     repository = tmp_path_factory.mktemp("repository")
-    train_main(["--arch", "lenet5", "--epochs", "1", "--train-limit", "512", "--repository", str(repository)])
+    train_main([
+        "--arch", "lenet5", "--epochs", "1", "--train-limit", "512", "--repository", str(repository),
+        "--erase", "0.5", "--label-smoothing", "0.1",
+    ])  # fmt: skip
     return repository
 
 
@@ -31,6 +34,8 @@ def test_cli_exports_a_tf_serving_layout(trained_repository):
     assert card["input"]["shape"] == [-1, 28, 28, 1] and card["input"]["dtype"] == "float32"
     assert 0.0 <= card["metrics"]["test_accuracy"] <= 1.0 and card["metrics"]["test_samples"] == 10_000
     assert card["training"]["epochs_run"] == 1 and card["training"]["train_samples"] == 512
+    assert card["training"]["label_smoothing"] == 0.1
+    assert "random erasing with probability 0.5" in card["training"]["augmentation"]
     assert [layer["name"] for layer in card["summary"]["layers"]][:3] == ["pad", "C1", "S2"]
 
 
@@ -81,13 +86,13 @@ def test_an_architecture_recipe_gives_the_defaults_and_flags_override_it():
 
     resnet = parse_args(["--arch", "fashion_resnet"])
     recipe = architectures.RECIPES["fashion_resnet"]
-    assert (resnet.epochs, resnet.batch_size, resnet.lr, resnet.shift) == (
-        recipe.epochs, recipe.batch_size, recipe.lr, recipe.shift,
+    assert (resnet.epochs, resnet.batch_size, resnet.lr, resnet.shift, resnet.erase, resnet.label_smoothing) == (
+        recipe.epochs, recipe.batch_size, recipe.lr, recipe.shift, recipe.erase, recipe.label_smoothing,
     )  # fmt: skip
     short = parse_args(["--arch", "fashion_resnet", "--epochs", "2", "--shift", "0"])
     assert (short.epochs, short.shift, short.batch_size) == (2, 0, recipe.batch_size)
     plain = parse_args(["--arch", "depthpool_cnn"])
-    assert (plain.epochs, plain.batch_size, plain.shift) == (20, 64, 0)
+    assert (plain.epochs, plain.batch_size, plain.shift, plain.erase, plain.label_smoothing) == (20, 64, 0, 0.0, 0.0)
 
 
 def test_shift_augmentation_moves_each_image_by_at_most_n_pixels():
@@ -106,3 +111,28 @@ def test_shift_augmentation_moves_each_image_by_at_most_n_pixels():
         assert found, "not a whole-pixel shift of at most 2 pixels"
         offsets.add(found[0])
     assert len(offsets) > 3  # each image draws its own shift
+
+
+def test_random_erasing_blanks_one_rectangle_in_the_images_it_picks():
+    from models.train import augmentation
+
+    images = np.ones((64, 28, 28, 1), np.float32)
+    erased = np.asarray(augmentation(flip=False, shift=0, erase=0.5, seed=5)(images, training=True))
+    changed = erased[..., 0] != 1.0
+    touched = [mask for mask in changed if mask.any()]
+    assert 10 < len(touched) < 54  # about half the images, each drawn on its own
+    for mask in touched:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert box <= 0.34 * 28 * 28 and mask.sum() > box / 2  # one filled rectangle of at most a third
+    assert np.all((erased >= 0.0) & (erased <= 1.0))  # the noise stays in the input's range
+
+
+def test_label_smoothing_trains_on_one_hot_targets():
+    from models.data import Split
+    from models.train import make_dataset
+
+    split = Split(np.zeros((4, 28, 28), np.uint8), np.array([0, 3, 9, 3]))
+    _, labels = next(iter(make_dataset(split, 4, shuffle=False, flip=False, seed=0, one_hot=True)))
+    np.testing.assert_array_equal(np.argmax(labels, axis=1), split.labels)
+    assert labels.shape == (4, 10)
