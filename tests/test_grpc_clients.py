@@ -77,7 +77,7 @@ def test_triton_health_and_metadata(triton):
     assert model["inputs"] == [{"name": "images", "datatype": "FP32", "shape": ["-1", "28", "28", "1"]}]
     assert model["outputs"][0]["name"] == "probabilities" and model["versions"] == ["1"]
     index = triton.get_model_repository_index(as_json=True)["models"]
-    assert {(m["name"], m["state"]) for m in index} == {("fashion_cnn", "READY"), ("lenet5", "READY")}
+    assert {(m["name"], m["state"]) for m in index} == {(name, "READY") for name in BUNDLED_MODELS}
 
 
 def test_triton_unloads_and_loads_through_the_repository_rpcs(bundled_repository, tmp_path, images):

@@ -29,7 +29,7 @@ def test_health_and_model_list(client):
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert ready.json()["models"]["fashion_cnn:1"] == "READY"
     models = {m["name"]: m for m in client.get("/api/v1/models").json()["models"]}
-    assert {"fashion_cnn", "lenet5"} <= set(models)
+    assert {"fashion_cnn", "fashion_resnet", "lenet5"} <= set(models)
     assert models[MODEL]["default_version"] == 1 and models[MODEL]["versions"][0]["state"] == "AVAILABLE"
 
 

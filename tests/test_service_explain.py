@@ -12,7 +12,7 @@ from PIL import Image
 
 from .conftest import BUNDLED_REPOSITORY, png_bytes
 
-MODELS = ["fashion_cnn", "lenet5"]
+MODELS = ["fashion_cnn", "fashion_resnet", "lenet5"]
 METHODS = ["gradcam", "saliency", "occlusion"]
 # the last spatial layer larger than 1×1 that is not pooling: a plain CNN's last convolution, a ResNet's last block
 DEFAULT_LAYER = {"fashion_cnn": "conv5", "fashion_resnet": "stage3_block2_relu2", "lenet5": "C3"}

@@ -251,3 +251,26 @@ def test_the_docs_render_with_the_network_cut_off(page, server):
     assert page.outside == []  # Swagger UI's script, style and icon came from this server
     assert page.errors == []
     assert httpx.get(f"{server.base_url}/redoc").status_code == 404  # not served: it needs its vendor's site
+
+
+def test_a_residual_network_shows_its_branches_and_grad_cam_layers(page, server, fashion, tmp_path):
+    """fashion_resnet: the architecture table names each merge's inputs; Grad-CAM offers its spatial layers."""
+    path = tmp_path / "boot.png"
+    path.write_bytes(png_bytes(fashion.test.images[0]))  # an ankle boot
+    detail = httpx.get(f"{server.base_url}/api/v1/models/fashion_resnet").json()
+    summary = httpx.get(f"{server.base_url}/api/v1/models/fashion_resnet/summary").json()
+
+    page.page.goto(server.base_url + "/")
+    page.page.wait_for_selector("#model option", state="attached")
+    page.page.select_option("#model", "fashion_resnet")
+    page.page.wait_for_function(
+        "n => document.querySelectorAll('#arch tbody tr').length === n", arg=len(summary["layers"])
+    )
+    merge = page.page.locator("#arch tbody tr", has=page.page.locator("th", has_text="stage2_block1_add"))
+    assert merge.locator("td").last.inner_text() == "stage2_block1_bn2, stage2_block1_proj_bn"
+    _upload(page.page, path)
+    page.page.wait_for_selector("#explain-card:not([hidden])")
+    _wait_for_image(page.page, "#heatmap")
+    options = page.page.eval_on_selector_all("#cam-layer option", "options => options.map(o => o.value)")
+    assert options == detail["gradcam_layers"] and page.page.input_value("#cam-layer") == detail["gradcam_default"]
+    assert page.errors == [] and page.outside == []
