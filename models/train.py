@@ -87,6 +87,14 @@ def make_dataset(
     return data.prefetch(tf.data.AUTOTUNE)
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1 (a probability, a smoothing factor)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="fashion_cnn", choices=sorted(architectures.ARCHITECTURES))
@@ -101,8 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine decay")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="disable random horizontal flips")
     parser.add_argument("--shift", type=int, help="random shifts of up to N pixels (default: the recipe's)")
-    parser.add_argument("--erase", type=float, help="random-erasing probability per image (default: the recipe's)")
-    parser.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default: the recipe's)")
+    parser.add_argument("--erase", type=fraction, help="random-erasing probability per image (default: the recipe's)")
+    parser.add_argument(
+        "--label-smoothing", type=fraction, help="cross-entropy label smoothing (default: the recipe's)"
+    )
     parser.add_argument("--patience", type=int, help="early-stopping patience on val accuracy (default: the recipe's)")
     parser.add_argument("--validation-size", type=int, default=5000)
     parser.add_argument("--train-limit", type=int, help="use only the first N training images (smoke runs)")

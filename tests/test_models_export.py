@@ -91,6 +91,9 @@ def test_an_architecture_recipe_gives_the_defaults_and_flags_override_it():
     )  # fmt: skip
     short = parse_args(["--arch", "fashion_resnet", "--epochs", "2", "--shift", "0"])
     assert (short.epochs, short.shift, short.batch_size) == (2, 0, recipe.batch_size)
+    for bad in (["--erase", "1.5"], ["--label-smoothing", "-0.1"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--arch", "fashion_resnet", *bad])
     plain = parse_args(["--arch", "depthpool_cnn"])
     assert (plain.epochs, plain.batch_size, plain.shift, plain.erase, plain.label_smoothing) == (20, 64, 0, 0.0, 0.0)
 
