@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from contract import ModelCard
+from models.data import to_model_input
 
 from .conftest import BUNDLED_MODELS, png_bytes
 
@@ -35,7 +36,7 @@ def test_every_api_answers_what_the_saved_model_computes(client, model, images):
     import tensorflow as tf
 
     name, card, saved_model = model
-    floats = (images / 255.0).astype(np.float32)[..., None]
+    floats = to_model_input(images)
     reference = saved_model.signatures["serving_default"](images=tf.constant(floats))["probabilities"].numpy()
     pngs = [png_bytes(image) for image in images]
     files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(pngs)]
@@ -62,7 +63,7 @@ def test_feature_maps_of_every_layer(client, model, images):
     import tensorflow as tf
 
     name, card, saved_model = model
-    floats = (images[:1] / 255.0).astype(np.float32)[..., None]
+    floats = to_model_input(images[:1])
     reference = saved_model.signatures["feature_maps"](images=tf.constant(floats))
     png = png_bytes(images[0])
     body = client.post(f"/api/v1/models/{name}/feature-maps", files={"file": ("x.png", png, "image/png")}).json()

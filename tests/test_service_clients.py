@@ -13,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
+from models.data import to_model_input
+
 from .conftest import REPO_ROOT, png_bytes
 
 httpclient = pytest.importorskip("tritonclient.http")
@@ -61,7 +63,7 @@ def test_tritonclient_works_unchanged(live_server, fashion):
     assert metadata["inputs"][0]["name"] == "images" and metadata["outputs"][0]["shape"] == [-1, 10]
 
     images, labels = fashion.test.images[:32], fashion.test.labels[:32]
-    tensor = (images / 255.0).astype(np.float32)[..., None]
+    tensor = to_model_input(images)
     for binary in (True, False):
         request = httpclient.InferInput("images", list(tensor.shape), "FP32")
         request.set_data_from_numpy(tensor, binary_data=binary)

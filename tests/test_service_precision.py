@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contract import ModelCard, PrecisionAccuracy
+from models.data import to_model_input
 from service.app import create_app
 from service.precision import (
     PlanOptions,
@@ -127,7 +128,7 @@ def test_an_unsupported_forced_precision_stops_the_start(bundled_repository: Pat
 def test_auto_reports_its_choice_everywhere_and_answers_like_float32(bundled_repository: Path, fashion, model):
     import tensorflow as tf
 
-    images = (fashion.test.images[:250].astype(np.float32) / 255.0)[..., None]
+    images = to_model_input(fashion.test.images[:250])
     reference = tf.saved_model.load(str(bundled_repository / model / "1")).signatures["serving_default"]
     expected = reference(images=tf.constant(images))["probabilities"].numpy()
     card = ModelCard.read(bundled_repository / model / "1")
