@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from contract import DEFAULT_REPOSITORY
-from service.precision import PlanOptions
-from service.repository import ModelVersion, load_version
-from service.request import ExplainMethod, ExplainSpec
+from service.core.request import ExplainMethod, ExplainSpec
+from service.hosting.loader import LoadedModel, load_model
+from service.hosting.planner import PlanOptions
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,10 @@ class DeletionResult:
         return self.mean_drop / self.random_drop if self.random_drop > 0 else math.inf
 
 
-def load_model(repository: Path, name: str, version: int) -> ModelVersion:
+def load_version(repository: Path, name: str, version: int) -> LoadedModel:
     """A version loaded outside the service, predicting in float32 TensorFlow like its explanations."""
-    model = ModelVersion(name, version, repository / name / str(version))
-    reason = load_version(model, PlanOptions(runtime="tensorflow", precision="fp32"))
-    if reason is not None:
-        raise RuntimeError(f"{model.label} could not be loaded: {reason}")
-    return model
+    options = PlanOptions(runtime="tensorflow", precision="fp32")
+    return load_model(repository / name / str(version), f"{name}:{version}", options)
 
 
 def _mask(images: np.ndarray, order: np.ndarray, count: int) -> np.ndarray:
@@ -55,7 +52,7 @@ def _mask(images: np.ndarray, order: np.ndarray, count: int) -> np.ndarray:
 
 
 def deletion_test(
-    model: ModelVersion, images: np.ndarray, methods: list[ExplainSpec], fraction: float = 0.1, seed: int = 0
+    model: LoadedModel, images: np.ndarray, methods: list[ExplainSpec], fraction: float = 0.1, seed: int = 0
 ) -> list[DeletionResult]:
     """The deletion test of each method on ``images`` (model input, ``(n, h, w, 1)`` in [0, 1])."""
     probabilities = model.predict(images)
@@ -89,7 +86,7 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = load_model(args.repository, args.model, args.version)
+    model = load_version(args.repository, args.model, args.version)
     images = to_model_input(load_fashion_mnist().test.images[: args.images])
     methods = [ExplainSpec(method) for method in ExplainMethod]
     header = "| method | mean drop, top %d%% pixels masked | random pixels masked | ratio | paired t |"

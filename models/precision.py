@@ -2,7 +2,7 @@
 
 The service serves a version in a reduced precision (or on OpenVINO) only when its card records that
 way's accuracy close enough to float32's (``CNN_MAX_ACCURACY_DROP``). The accuracy is measured here with
-the engines the service itself runs (:mod:`service.engines`), on every way this machine supports;
+the engines the service itself runs (:mod:`service.hosting.engines`), on every way this machine supports;
 records of other ways (say float16, measured on a GPU machine) are kept.
 
 Run on existing versions: ``python -m models.precision model_repository/fashion_cnn/1 [more dirs]``;
@@ -28,7 +28,7 @@ def evaluate_precisions(version_dir: Path, card: ModelCard, split: Split) -> lis
     """Accuracy of every runtime and precision this machine can run, float32 TensorFlow first."""
     import tensorflow as tf
 
-    from service import engines
+    from service.hosting import engines
 
     saved_model = tf.saved_model.load(str(version_dir))
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from service.settings import get_settings
+from service.core.settings import get_settings
 
 
 class Server(uvicorn.Server):

@@ -1,5 +1,5 @@
-"""The app factory: settings → runtime (models, batchers, threads) → pipeline → routers, the explorer
-page and middlewares.
+"""The app factory: settings → model host (table, reconciler, threads) → pipeline → the data plane,
+handed to the REST routers and the gRPC server; the explorer page and middlewares.
 
 ``uvicorn --factory service.app:create_app`` serves the default settings (``CNN_*`` environment
 variables); ``python -m service`` does that with the settings' host, port and shutdown grace period.
@@ -15,15 +15,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from service import __version__, api_native, api_repository, api_tfserving, api_v2, health
-from service.errors import ERROR_RESPONSES, install_error_handlers
-from service.explorer import add_explorer
-from service.grpc_server import GrpcServer
-from service.limits import BodySizeLimit
-from service.metrics import Metrics, MetricsMiddleware
-from service.pipeline import InferencePipeline
-from service.runtime import Runtime
-from service.settings import Settings, get_settings
+from service import __version__
+from service.core.errors import ERROR_RESPONSES, install_error_handlers
+from service.core.metrics import Metrics, MetricsMiddleware
+from service.core.settings import Settings, get_settings
+from service.hosting.host import ModelHost
+from service.inference.pipeline import InferencePipeline
+from service.protocol.plane import DataPlane
+from service.transports import rest_health, rest_native, rest_repository, rest_tfserving, rest_v2
+from service.transports.explorer import add_explorer
+from service.transports.grpc_server import GrpcServer
+from service.transports.limits import BodySizeLimit
 
 DESCRIPTION = """
 Classifies Fashion-MNIST-style images with convolutional networks exported as SavedModels, and
@@ -47,13 +49,14 @@ Errors are JSON `{"error": "..."}` with a 4xx status for anything wrong with the
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
-    runtime = Runtime(settings, metrics)
-    pipeline = InferencePipeline(runtime)
-    grpc_server = GrpcServer(settings, runtime, pipeline, metrics) if settings.grpc_port else None
+    host = ModelHost(settings, metrics)
+    pipeline = InferencePipeline(host.table, settings, metrics, host.executor)
+    plane = DataPlane(settings, metrics, host.table, pipeline, host.reconciler)
+    grpc_server = GrpcServer(plane) if settings.grpc_port else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        await host.start()
         try:
             if grpc_server is not None:
                 await grpc_server.start()
@@ -61,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_timeout_s)
-            await runtime.stop()
+            await host.stop()
 
     # /docs with Swagger UI's script, style and icon served from the package, not a CDN. No ReDoc: its
     # bundle still fetches a logo from its vendor's site.
@@ -69,18 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="CNN model server", version=__version__, description=DESCRIPTION, lifespan=lifespan,
         static_url="/docs-assets", redoc_url=None,
     )  # fmt: skip
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.runtime = runtime
-    app.state.pipeline = pipeline
+    app.state.plane = plane
+    app.state.host = host
     app.state.grpc = grpc_server
     install_error_handlers(app)
-    api_tfserving.add_predict_routes(app.router, responses=ERROR_RESPONSES)  # the hot path, matched first
-    app.include_router(health.router)
-    for router in (api_native.router, api_tfserving.router, api_v2.router, api_repository.router):
+    rest_tfserving.add_predict_routes(app.router, responses=ERROR_RESPONSES)  # the hot path, matched first
+    app.include_router(rest_health.router)
+    for router in (rest_native.router, rest_tfserving.router, rest_v2.router, rest_repository.router):
         app.include_router(router, responses=ERROR_RESPONSES)
     add_explorer(app)
     # Middlewares, innermost first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=lambda: runtime.model_names)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=lambda: host.table.names)
     return app

@@ -52,7 +52,7 @@ def client(bundled_repository: Path) -> Iterator:
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     app = create_app(Settings(model_repository=bundled_repository, max_request_bytes=2 * 1024 * 1024))
     with TestClient(app, raise_server_exceptions=False) as test_client:

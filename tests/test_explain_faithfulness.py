@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.faithfulness import DeletionResult, deletion_test, load_model
-from service.request import ExplainMethod, ExplainSpec
+from bench.faithfulness import DeletionResult, deletion_test, load_version
+from service.core.request import ExplainMethod, ExplainSpec
 
 IMAGES = 500
 SPECS = {
@@ -24,7 +24,7 @@ SPECS = {
 def model_and_images(bundled_repository, fashion):
     from models.data import to_model_input
 
-    model = load_model(bundled_repository, "fashion_cnn", 1)
+    model = load_version(bundled_repository, "fashion_cnn", 1)
     return model, to_model_input(fashion.test.images[:IMAGES])
 
 

@@ -9,7 +9,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from service.explorer import ASSETS
+from service.transports.explorer import ASSETS
 
 
 def test_the_page_and_every_asset_it_names_are_served(client):

@@ -329,7 +329,7 @@ def test_a_grpc_port_in_use_stops_the_start_with_a_clear_error(bundled_repositor
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

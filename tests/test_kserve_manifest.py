@@ -18,7 +18,18 @@ from typing import Any
 
 import pytest
 
-from tests.test_k8s_manifests import K8S_VERSIONS, kustomize_command, one
+from tests.test_k8s_manifests import (
+    K8S_VERSIONS,
+    binds_all_interfaces,
+    check_probes,
+    container_port,
+    get_paths,
+    kustomize_command,
+    named,
+    one,
+    pod_env,
+    service_settings,
+)
 from tests.test_k8s_manifests import container as k8s_container
 from tests.test_k8s_manifests import render as render_k8s
 
@@ -34,9 +45,6 @@ except ImportError as exc:  # pragma: no cover - a missing dev dependency must f
 ROOT = Path(__file__).resolve().parent.parent
 KSERVE_DIR = ROOT / "deploy" / "kserve"
 SCHEMA_FILE = ROOT / "tests" / "schemas" / "kserve" / "inferenceservice-v1beta1.json"
-MODEL_MOUNT = "/mnt/models"
-PVC_NAME = "cnn-model-repository"
-PORT = 8080
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -125,6 +133,11 @@ def env(doc: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     names = [e["name"] for e in entries]
     assert len(names) == len(set(names)), f"duplicate env entries: {names}"
     return {e["name"]: e for e in entries}
+
+
+def settings(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's settings in the predictor container, parsed by the service's Settings class."""
+    return service_settings(pod_env(container(), render()), monkeypatch)
 
 
 # --------------------------------------------------------------------------------------------- tests
@@ -239,41 +252,53 @@ def test_missing_required_field_is_rejected():
     assert any("'name' is a required property" in e for e in schema_errors(doc))
 
 
-def test_custom_predictor_speaks_v2_on_port_8080():
+def test_custom_predictor_speaks_v2_on_the_ports_the_server_listens_on(monkeypatch: pytest.MonkeyPatch):
     c = container()
+    s = settings(monkeypatch)
     assert "model" not in predictor() and "storageUri" not in predictor()
     assert c["name"] == "kserve-container"
     # KServe's webhook accepts only v1 or v2 here; v2 = Open Inference Protocol.
     assert env()["PROTOCOL"]["value"] == "v2"
-    assert c["ports"] == [
-        {"name": "http1", "containerPort": PORT, "protocol": "TCP"},
-        {"name": "h2c", "containerPort": int(env()["CNN_GRPC_PORT"]["value"]), "protocol": "TCP"},
-    ]
+    # KServe's convention for custom containers: the first port, named http1, is HTTP/1; the one named
+    # h2c is gRPC. They must be the ports the server listens on.
+    assert [p["name"] for p in c["ports"]] == ["http1", "h2c"]
+    assert all(p.get("protocol", "TCP") == "TCP" for p in c["ports"])
+    assert container_port(c, "http1") == s.port
+    assert s.grpc_port, "the gRPC server is off"
+    assert container_port(c, "h2c") == s.grpc_port
+    # Reachable through KServe's Service, i.e. on the pod IP.
+    assert binds_all_interfaces(s.host), s.host
+    # Prometheus scrapes the metrics route on the HTTP port.
+    annotations = predictor()["annotations"]
+    assert annotations["prometheus.io/port"] == str(s.port)
+    assert annotations["prometheus.io/path"] in get_paths(s)
     assert isvc()["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in ("Standard", "RawDeployment")
 
 
-def test_probes():
+def test_probes(monkeypatch: pytest.MonkeyPatch):
     c = container()
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # GET routes of the app on the HTTP port; liveness passes while models load, readiness does not.
+    check_probes(c, settings(monkeypatch))
     assert ("startupProbe" in c) == ("startupProbe" in k8s_container(render_k8s("base")))
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         if probe in c:
-            assert c[probe]["httpGet"]["port"] in (PORT, "http1"), probe
             assert c[probe]["periodSeconds"] >= 1 and c[probe]["failureThreshold"] >= 1, probe
     # The startup probe covers model loading and warm-up (minutes), so liveness cannot kill a loading pod.
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
 
-def test_service_settings():
+def test_service_settings(monkeypatch: pytest.MonkeyPatch):
     values = {name: entry.get("value") for name, entry in env().items()}
-    assert values["CNN_HOST"] == "0.0.0.0"
-    assert values["CNN_PORT"] == str(PORT)
-    assert values["CNN_MODEL_REPOSITORY"] == MODEL_MOUNT
-    assert values["CNN_POLL_INTERVAL_S"] == "2"
-    assert values["CNN_ALLOW_MODEL_CONTROL"] == "false"
     assert all(isinstance(v, str) for v in values.values() if v is not None)
+    # Every CNN_* value is a setting of the service and parses (service_settings checks both).
+    s = settings(monkeypatch)
+    # Versions change only through the volume: the repository API's load/unload stay off, with or
+    # without the optional API key Secret, and the repository is rescanned while the pod runs.
+    assert s.model_control_allowed is False
+    with_key = service_settings({**pod_env(container(), render()), "CNN_API_KEY": "from-the-secret"}, monkeypatch)
+    assert with_key.model_control_allowed is False
+    assert s.poll_interval_s > 0
     # The API key is a secret, never a literal value.
     assert "secretKeyRef" in env()["CNN_API_KEY"]["valueFrom"]
     assert "value" not in env()["CNN_API_KEY"]
@@ -281,27 +306,32 @@ def test_service_settings():
     assert "STORAGE_URI" not in values
 
 
-def test_settings_agree_with_the_k8s_base():
-    base = one(render_k8s("base"), "ConfigMap")["data"]
-    values = {name: entry.get("value") for name, entry in env().items()}
-    for key in ("CNN_INFERENCE_THREADS", "CNN_SHUTDOWN_TIMEOUT_S"):
-        assert values[key] == base[key], key
-    shutdown = float(values["CNN_SHUTDOWN_TIMEOUT_S"])
+def test_settings_agree_with_the_k8s_base(monkeypatch: pytest.MonkeyPatch):
+    # "Every other setting keeps its default (the values deploy/k8s/base sets)": the service configured by
+    # either tree differs only in where it listens and where it finds the models.
+    base_docs = render_k8s("base")
+    base = service_settings(pod_env(k8s_container(base_docs), base_docs), monkeypatch).model_dump()
+    s = settings(monkeypatch)
+    where = {"port", "grpc_port", "model_repository"}
+    differ = sorted(k for k, v in s.model_dump().items() if k not in where and v != base[k])
+    assert not differ, {k: (getattr(s, k), base[k]) for k in differ}
     pre_stop = container().get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     pause = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
-    assert predictor()["terminationGracePeriodSeconds"] > pause + shutdown
+    assert predictor()["terminationGracePeriodSeconds"] > pause + s.shutdown_timeout_s
 
 
-def test_model_repository_is_the_pvc_mounted_read_only():
-    mounts = [m for m in container()["volumeMounts"] if m["mountPath"] == MODEL_MOUNT]
-    assert len(mounts) == 1
+def test_model_repository_is_the_pvc_mounted_read_only(monkeypatch: pytest.MonkeyPatch):
+    repository = settings(monkeypatch).model_repository
+    mounts = [m for m in container()["volumeMounts"] if Path(m["mountPath"]) == repository]
+    assert len(mounts) == 1, f"no volume is mounted where the service looks for models ({repository})"
     assert mounts[0]["readOnly"] is True
     assert "subPath" not in mounts[0], "the whole volume is the repository"
     volumes = {v["name"]: v for v in predictor()["volumes"]}
+    assert mounts[0]["name"] in volumes, mounts[0]
     claim = volumes[mounts[0]["name"]]["persistentVolumeClaim"]
-    assert claim == {"claimName": PVC_NAME, "readOnly": True}
-    pvc = one(render(), "PersistentVolumeClaim")
-    assert pvc["metadata"]["name"] == PVC_NAME
+    assert claim.get("readOnly") is True
+    pvc = named(render(), "PersistentVolumeClaim", claim["claimName"])
+    assert pvc is not None
     # Several replicas on several nodes mount it at once.
     assert set(pvc["spec"]["accessModes"]) & {"ReadWriteMany", "ReadOnlyMany"}
     assert "ReadWriteOnce" not in pvc["spec"]["accessModes"]

@@ -11,7 +11,7 @@ from contract import ModelCard, PrecisionAccuracy
 from models.data import Split
 from models.evaluate import evaluate_saved_model
 from models.precision import record_precisions
-from service import engines
+from service.hosting import engines
 
 
 def test_records_every_way_this_machine_runs_and_keeps_the_others(tmp_path: Path, bundled_repository: Path, fashion):

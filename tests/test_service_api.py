@@ -275,7 +275,7 @@ def test_api_key(bundled_repository):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     app = create_app(Settings(model_repository=bundled_repository, models=["lenet5"], api_key="s3cret"))
     with TestClient(app) as secured:

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batcher import Batcher
-from service.errors import InferenceFailed, InferenceTimeout, Overloaded
-from service.metrics import Metrics
+from service.core.errors import InferenceFailed, InferenceTimeout, Overloaded
+from service.core.metrics import Metrics
+from service.hosting.batcher import Batcher
 
 
 def make_batcher(run, **overrides) -> Batcher:

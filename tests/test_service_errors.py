@@ -218,7 +218,7 @@ def test_load_errors_reach_clients_without_paths_or_internals(tmp_path, bundled_
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     for name in ("lenet5", "corrupt", "no_card"):
         shutil.copytree(bundled_repository / "lenet5" / "1", tmp_path / name / "1")

@@ -366,11 +366,11 @@ def test_v1_explain_float_tensor(client, images):
 @pytest.fixture(scope="module")
 def lenet5(fashion):
     """lenet5 loaded outside the app, with its explainer built, and 4 test images as model input."""
-    from bench.faithfulness import load_model
+    from bench.faithfulness import load_version
     from models.data import to_model_input
-    from service.request import ExplainMethod, ExplainSpec
+    from service.core.request import ExplainMethod, ExplainSpec
 
-    model = load_model(BUNDLED_REPOSITORY, "lenet5", 1)
+    model = load_version(BUNDLED_REPOSITORY, "lenet5", 1)
     x = to_model_input(fashion.test.images[:4])
     model.explain(x, ExplainSpec(ExplainMethod.saliency))
     return model, model._explainer, x

@@ -1,4 +1,4 @@
-"""The hot route (TF Serving ``:predict`` as a :class:`~service.routing.DirectRoute`) answers exactly as
+"""The hot route (TF Serving ``:predict`` as a :class:`~service.transports.routing.DirectRoute`) answers exactly as
 the same endpoint does as an ordinary FastAPI route, with its dependency and parameter handling."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ def _app(repository, *, direct: bool):
     from fastapi import APIRouter, Depends
     from fastapi.routing import APIRoute
 
-    from service import api_tfserving
     from service.app import create_app
-    from service.dependencies import require_api_key
-    from service.routing import versioned_route
-    from service.settings import Settings
+    from service.core.settings import Settings
+    from service.transports import rest_tfserving
+    from service.transports.dependencies import require_api_key
+    from service.transports.routing import versioned_route
 
     settings = Settings(
         model_repository=repository, models=[MODEL, "lenet5"], max_request_bytes=256 * 1024, api_key=KEY
@@ -32,7 +32,7 @@ def _app(repository, *, direct: bool):
     app = create_app(settings)
     if not direct:  # the same endpoint as a plain APIRoute, tried before the direct one
         reference = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-        versioned_route(reference, "post", "/models/{name}:predict")(api_tfserving.predict)
+        versioned_route(reference, "post", "/models/{name}:predict")(rest_tfserving.predict)
         app.router.routes[:0] = reference.routes
         assert type(app.router.routes[0]) is APIRoute
     return app

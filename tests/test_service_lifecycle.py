@@ -1,5 +1,5 @@
 """Model lifecycle in one process: versions published, half-written, broken and removed; the config
-file with policies and labels; the repository API. Polling is off and each test runs the runtime's
+file with policies and labels; the repository API. Polling is off and each test runs the reconciler's
 ``sync`` itself, so every step is deterministic (the live, polling server is tested under load in
 ``tests/reliability/test_lifecycle.py``)."""
 
@@ -40,11 +40,11 @@ def serving(repository: Path, **settings) -> Iterator[tuple[httpx.Client, Callab
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     app = create_app(Settings(model_repository=repository, poll_interval_s=0, **settings))
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, lambda: client.portal.call(app.state.runtime.sync)
+        yield client, lambda: client.portal.call(app.state.host.reconciler.sync)
 
 
 def entry(client: httpx.Client, name: str = MODEL) -> dict:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.model_config import ConfigError, VersionPolicy, read_config, repository_sources
-from service.scan import scan_versions
-from service.settings import Settings
+from service.core.settings import Settings
+from service.hosting.model_config import ConfigError, VersionPolicy, read_config, repository_sources
+from service.hosting.scan import scan_versions
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("CNN_VERSION_POLICY", "latest:2")
     settings = Settings()
     assert settings.model_config_file == tmp_path / "models.json" and settings.poll_interval_s == 0.5
-    assert settings.policy == VersionPolicy.parse("latest:2")
+    assert VersionPolicy.parse(settings.version_policy) == VersionPolicy.parse("latest:2")
     monkeypatch.setenv("CNN_VERSION_POLICY", "newest")
     with pytest.raises(ValidationError):
         Settings()

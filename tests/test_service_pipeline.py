@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from service.codecs import native, tfserving, v2
-from service.request import Api, InferenceRequest, Operation, Polarity
+from service.core.request import Api, InferenceRequest, Operation, Polarity
+from service.core.tensors import to_array
 
 from .conftest import REPO_ROOT, png_bytes
 
@@ -48,55 +49,53 @@ def test_each_dialect_decodes_into_the_internal_request():
     rows = json.dumps({"instances": [{"images": PIXELS.tolist()}]}).encode()
     body, header_length = _v2_binary(PIXELS[np.newaxis])
     decoded = {
-        "tfserving rows": tfserving.decode_predict(rows, model=MODEL, version=None),
+        "tfserving rows": tfserving.decode_predict(rows),
         "tfserving b64": tfserving.decode_predict(
-            json.dumps({"signature_name": "feature_maps", "inputs": [{"b64": base64.b64encode(png).decode()}]}).encode(),
-            model=MODEL, version="1",
+            json.dumps({"signature_name": "feature_maps", "inputs": [{"b64": base64.b64encode(png).decode()}]}).encode()
         ),
-        "v2 binary": v2.decode_infer(body, model=MODEL, version=None, header_length=header_length),
+        "v2 binary": v2.decode_infer(body, header_length=header_length),
         "v2 bytes": v2.decode_infer(
             json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES",
                                     "data": [base64.b64encode(png).decode()]}]}).encode(),
-            model=MODEL, version=None, header_length=None,
+            header_length=None,
         ),
         "native multipart": native.decode_predict(
-            [png, png], media=native.MULTIPART, model=MODEL, version=1, top_k=3, polarity=Polarity.keep
+            [png, png], media=native.MULTIPART, top_k=3, polarity=Polarity.keep
         ),
         "native feature maps": native.decode_feature_maps(
             json.dumps({"tensor": PIXELS[..., 0].tolist()}).encode(),
-            media="application/json", model=MODEL, version=None, layer="conv1", as_png=True, polarity=Polarity.auto,
+            media="application/json", layer="conv1", as_png=True, polarity=Polarity.auto,
         ),
     }  # fmt: skip
     for label, request in decoded.items():
         assert type(request) is InferenceRequest, label
-        assert request.model == MODEL and request.count >= 1, label
+        assert request.count >= 1, label
         assert (request.images is None) != (request.tensor is None), label
 
     rows_request = decoded["tfserving rows"]
     assert rows_request.api is Api.tfserving and rows_request.operation is Operation.classify
-    assert rows_request.input_name == "images" and rows_request.rows and rows_request.tensor.dtype == "float32"
+    assert rows_request.input_name == "images" and rows_request.rows and rows_request.tensor.dtype.name == "float32"
     b64_request = decoded["tfserving b64"]
     assert b64_request.operation is Operation.feature_maps and b64_request.images == [png] and not b64_request.rows
     binary = decoded["v2 binary"]
     assert binary.api is Api.v2 and binary.binary_output and binary.request_id == "r1"
-    assert binary.tensor.shape == (1, 28, 28, 1) and np.array_equal(binary.tensor.values.reshape(28, 28, 1), PIXELS)
+    assert binary.tensor.shape == (1, 28, 28, 1) and np.array_equal(to_array(binary.tensor)[0], PIXELS)
     assert binary.outputs == ("probabilities",)
     assert decoded["v2 bytes"].images == [png]
     multipart = decoded["native multipart"]
-    assert multipart.images == [png, png] and multipart.version == 1 and multipart.top_k == 3
+    assert multipart.images == [png, png] and multipart.top_k == 3
     assert multipart.polarity is Polarity.keep
     maps = decoded["native feature maps"]
     assert maps.operation is Operation.feature_maps and maps.outputs == ("conv1",) and maps.as_png
     assert maps.tensor.count == 1
 
 
-def test_codecs_import_neither_the_batcher_nor_the_model_repository():
+def test_codecs_import_neither_the_batcher_nor_the_model_owners():
     """The dialect modules are pure: importing them loads no inference machinery and no TensorFlow."""
     code = (
         "import sys\n"
         "import service.codecs.native, service.codecs.tfserving, service.codecs.v2\n"
-        "loaded = [m for m in ('service.batcher', 'service.repository', 'service.runtime', 'service.pipeline',"
-        " 'tensorflow') if m in sys.modules]\n"
+        "loaded = [m for m in sys.modules if m.startswith(('service.hosting', 'service.inference', 'tensorflow'))]\n"
         "print(','.join(loaded))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
@@ -144,9 +143,9 @@ def test_tfserving_feature_maps_are_bounded(client):
 
 
 def test_feature_map_calls_run_at_most_two_at_once(client, monkeypatch):
-    from service.repository import ModelVersion
+    from service.hosting.loader import LoadedModel
 
-    original = ModelVersion.feature_maps
+    original = LoadedModel.feature_maps
     running, peak, lock = 0, 0, threading.Lock()
 
     def counted(self, images, layers):
@@ -161,7 +160,7 @@ def test_feature_map_calls_run_at_most_two_at_once(client, monkeypatch):
             with lock:
                 running -= 1
 
-    monkeypatch.setattr(ModelVersion, "feature_maps", counted)
+    monkeypatch.setattr(LoadedModel, "feature_maps", counted)
     body = {"tensor": np.zeros((28, 28)).tolist()}
     with ThreadPoolExecutor(6) as pool:
         responses = list(
@@ -182,10 +181,10 @@ def test_image_count_is_checked_before_the_tensor_is_converted(client):
 
 
 def test_large_json_tensors_are_converted_and_large_answers_encoded_off_the_event_loop(client, monkeypatch):
-    import service.pipeline
+    import service.inference.pipeline
 
     threads: dict[str, list[str]] = {"convert": [], "encode": []}
-    convert, encode = service.pipeline.tensor_to_batch, tfserving.encode_predict
+    convert, encode = service.inference.pipeline.tensor_to_batch, tfserving.encode_predict
 
     def recording(kind, fn):
         def wrapper(*args, **kwargs):
@@ -194,7 +193,7 @@ def test_large_json_tensors_are_converted_and_large_answers_encoded_off_the_even
 
         return wrapper
 
-    monkeypatch.setattr(service.pipeline, "tensor_to_batch", recording("convert", convert))
+    monkeypatch.setattr(service.inference.pipeline, "tensor_to_batch", recording("convert", convert))
     monkeypatch.setattr(tfserving, "encode_predict", recording("encode", encode))
     for count in (1, 64):
         response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": np.zeros((count, 28, 28, 1)).tolist()})
@@ -246,7 +245,7 @@ def test_v2_json_and_binary_answer_alike(client, fashion):
 def test_a_non_numeric_content_length_is_a_400(value):
     import asyncio
 
-    from service.limits import BodySizeLimit
+    from service.transports.limits import BodySizeLimit
 
     sent: list[dict] = []
 
@@ -269,11 +268,11 @@ def test_feature_map_waiters_get_503_when_no_slot_frees_in_time(bundled_reposito
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.repository import ModelVersion
-    from service.settings import Settings
+    from service.core.settings import Settings
+    from service.hosting.loader import LoadedModel
 
     entered, release = threading.Event(), threading.Event()
-    original = ModelVersion.feature_maps
+    original = LoadedModel.feature_maps
 
     def blocked(self, images, layers):
         entered.set()
@@ -285,7 +284,7 @@ def test_feature_map_waiters_get_503_when_no_slot_frees_in_time(bundled_reposito
     )
     body = {"tensor": np.zeros((28, 28)).tolist()}
     with TestClient(create_app(settings), raise_server_exceptions=False) as client, ThreadPoolExecutor(2) as pool:
-        monkeypatch.setattr(ModelVersion, "feature_maps", blocked)  # after the warm-up at start
+        monkeypatch.setattr(LoadedModel, "feature_maps", blocked)  # after the warm-up at start
         first = pool.submit(client.post, "/api/v1/models/lenet5/feature-maps", json=body)
         assert entered.wait(10)  # the first call holds the only slot
         second = client.post("/api/v1/models/lenet5/feature-maps", json=body)

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from contract import ModelCard, PrecisionAccuracy
 from models.data import to_model_input
 from service.app import create_app
-from service.precision import (
+from service.core.settings import Settings
+from service.hosting.planner import (
     PlanOptions,
     StartupError,
     check_supported,
@@ -22,7 +23,6 @@ from service.precision import (
     pad_targets,
     wanted,
 )
-from service.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
 
@@ -152,8 +152,8 @@ def test_auto_reports_its_choice_everywhere_and_answers_like_float32(bundled_rep
 def test_a_runtime_that_fails_or_is_missing_leaves_the_others(bundled_repository: Path, monkeypatch):
     import tensorflow as tf
 
-    from service import engines
-    from service.precision import plan_serving
+    from service.hosting import engines
+    from service.hosting.planner import plan_serving
 
     version = bundled_repository / "lenet5" / "1"
     saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
@@ -186,7 +186,7 @@ def test_openvino_runs_a_residual_network_with_many_variables(tmp_path):
     from models import architectures
     from models.data import CLASS_NAMES
     from models.export import export_model
-    from service import engines
+    from service.hosting import engines
 
     version = export_model(
         architectures.build("fashion_resnet"),

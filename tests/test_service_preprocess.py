@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import InvalidInput, PayloadTooLarge
-from service.preprocess import fit_to_canvas, image_to_array, open_image, tensor_to_batch
-from service.request import Polarity, TensorInput
+from service.core.errors import InvalidInput, PayloadTooLarge
+from service.core.request import Polarity
+from service.core.tensors import BY_NAME, TensorInput
+from service.inference.preprocess import fit_to_canvas, image_to_array, open_image, tensor_to_batch
 
 from .conftest import png_bytes
 
@@ -82,10 +83,10 @@ def test_tensor_to_batch_rules():
     assert ok.shape == (2, 28, 28, 1) and ok.dtype == np.float32
     scaled = tensor_to_batch(TensorInput(np.full((1, 28, 28, 1), 255, np.int64)), (28, 28, 1))
     assert scaled.max() == 1.0
-    nested = tensor_to_batch(TensorInput(np.full((1, 28, 28), 51).tolist(), dtype="uint8"), (28, 28, 1))
+    nested = tensor_to_batch(TensorInput(np.full((1, 28, 28), 51).tolist(), dtype=BY_NAME["uint8"]), (28, 28, 1))
     assert nested.shape == (1, 28, 28, 1) and np.allclose(nested, 0.2)
     flat = tensor_to_batch(
-        TensorInput(np.zeros(784 * 2, np.float32), dtype="float32", shape=(2, 28, 28, 1)), (28, 28, 1)
+        TensorInput(np.zeros(784 * 2, np.float32), dtype=BY_NAME["float32"], shape=(2, 28, 28, 1)), (28, 28, 1)
     )
     assert flat.shape == (2, 28, 28, 1)
     for bad, message in [
@@ -96,10 +97,13 @@ def test_tensor_to_batch_rules():
         (TensorInput(np.full((1, 28, 28, 1), 2.0)), r"within \[0, 1\]"),
         (TensorInput(np.full((1, 28, 28, 1), 300)), "0–255"),
         (TensorInput(np.array([["a"]])), "numeric"),
-        (TensorInput([[0.5] * 28] * 28, dtype="uint8"), "whole numbers"),
+        (TensorInput([[0.5] * 28] * 28, dtype=BY_NAME["uint8"]), "whole numbers"),
         (TensorInput([[1, 2], [3]]), "rectangular"),
         (TensorInput([True]), "only numbers"),
-        (TensorInput(np.zeros(10, np.float32), dtype="float32", shape=(1, 28, 28, 1)), "needs 784 values, got 10"),
+        (
+            TensorInput(np.zeros(10, np.float32), dtype=BY_NAME["float32"], shape=(1, 28, 28, 1)),
+            "needs 784 values, got 10",
+        ),
     ]:
         with pytest.raises(InvalidInput, match=message):
             tensor_to_batch(bad, (28, 28, 1))

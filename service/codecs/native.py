@@ -1,8 +1,8 @@
 """The native API's ``predict``, ``feature-maps`` and ``explain`` bodies ↔ the internal request.
 
 A body is multipart files (read by the route), a raw image, or JSON with base64 ``images``/``image``
-or a ``tensor``; answers are :class:`~service.schemas.PredictResponse`, a feature-map JSON document
-or a PNG grid of one layer, and :class:`~service.schemas.ExplainResponse` or a heatmap overlay PNG.
+or a ``tensor``; answers are :class:`~service.codecs.native_schemas.PredictResponse`, a feature-map JSON document
+or a PNG grid of one layer, and :class:`~service.codecs.native_schemas.ExplainResponse` or a heatmap overlay PNG.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from service import wire
-from service.errors import InvalidInput, UnsupportedMediaType
-from service.request import Api, ExplainSpec, InferenceRequest, InferenceResult, Operation, Polarity, TensorInput
-from service.schemas import (
+from service.codecs.native_schemas import (
     ClassScore,
     ExplainResponse,
     FeatureMapsJSONRequest,
@@ -25,7 +22,10 @@ from service.schemas import (
     PredictJSONRequest,
     PredictResponse,
 )
-from service.visualize import feature_grid, heatmap_overlay, to_png
+from service.codecs.visualize import feature_grid, heatmap_overlay, to_png
+from service.core import tensors, wire
+from service.core.errors import InvalidInput, UnsupportedMediaType, describe_validation
+from service.core.request import Api, ExplainSpec, InferenceRequest, InferenceResult, Operation, Polarity
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
@@ -42,7 +42,7 @@ def _parsed(body: bytes, schema: type[BaseModel]) -> BaseModel:
     try:
         return schema.model_validate(wire.parse_json(body))
     except ValidationError as exc:
-        raise InvalidInput(f"invalid JSON body: {exc.errors(include_url=False, include_input=False)}") from None
+        raise InvalidInput(f"invalid JSON body: {describe_validation(exc)}") from None
 
 
 def _decode(content: bytes | Sequence[bytes], media: str, request: InferenceRequest, *, single: bool) -> None:
@@ -57,7 +57,7 @@ def _decode(content: bytes | Sequence[bytes], media: str, request: InferenceRequ
     elif media in _JSON_TYPES:
         parsed = _parsed(cast(bytes, content), FeatureMapsJSONRequest if single else PredictJSONRequest)
         if parsed.tensor is not None:
-            request.tensor = TensorInput([parsed.tensor] if single else parsed.tensor, dtype=parsed.dtype)
+            request.tensor = tensors.tensor([parsed.tensor] if single else parsed.tensor, tensors.BY_NAME[parsed.dtype])
             return
         if single:
             request.images = [wire.b64decode(parsed.image, "image")]
@@ -77,12 +77,10 @@ def decode_predict(
     content: bytes | Sequence[bytes],
     *,
     media: str,
-    model: str,
-    version: int | str | None,
     top_k: int,
     polarity: Polarity,
 ) -> InferenceRequest:
-    request = InferenceRequest(model, version, Api.native, polarity=polarity, top_k=top_k)
+    request = InferenceRequest(Api.native, polarity=polarity, top_k=top_k)
     _decode(content, media, request, single=False)
     return request
 
@@ -91,8 +89,6 @@ def decode_feature_maps(
     content: bytes | Sequence[bytes],
     *,
     media: str,
-    model: str,
-    version: int | str | None,
     layer: str | None,
     as_png: bool,
     polarity: Polarity,
@@ -100,7 +96,7 @@ def decode_feature_maps(
     if as_png and layer is None:
         raise InvalidInput("a PNG shows one layer: add ?layer=<name>")
     request = InferenceRequest(
-        model, version, Api.native, Operation.feature_maps,
+        Api.native, Operation.feature_maps,
         polarity=polarity, outputs=(layer,) if layer is not None else None, as_png=as_png,
     )  # fmt: skip
     _decode(content, media, request, single=True)
@@ -111,15 +107,11 @@ def decode_explain(
     content: bytes | Sequence[bytes],
     *,
     media: str,
-    model: str,
-    version: int | str | None,
     spec: ExplainSpec,
     as_png: bool,
     polarity: Polarity,
 ) -> InferenceRequest:
-    request = InferenceRequest(
-        model, version, Api.native, Operation.explain, polarity=polarity, explain=spec, as_png=as_png
-    )
+    request = InferenceRequest(Api.native, Operation.explain, polarity=polarity, explain=spec, as_png=as_png)
     _decode(content, media, request, single=True)
     return request
 

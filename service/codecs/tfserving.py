@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from contract import FEATURE_MAPS_SIGNATURE, SERVING_SIGNATURE
-from service import wire
-from service.errors import InvalidInput
-from service.request import Api, ExplainSpec, InferenceRequest, InferenceResult, Operation, TensorInput
+from service.core import tensors, wire
+from service.core.errors import InvalidInput
+from service.core.request import Api, ExplainSpec, InferenceRequest, InferenceResult, Operation
 
 _KEYS = frozenset({"signature_name", "instances", "inputs"})
 
@@ -48,23 +48,23 @@ def _unwrap_named(value: Any, names: set[str]) -> Any:
     return value
 
 
-def decode_predict(body: bytes, *, model: str, version: int | str | None) -> InferenceRequest:
+def decode_predict(body: bytes) -> InferenceRequest:
     payload = _payload(body)
     signature = payload.get("signature_name") or SERVING_SIGNATURE
     if signature not in (SERVING_SIGNATURE, FEATURE_MAPS_SIGNATURE):
         raise InvalidInput(f'Serving signature name: "{signature}" not found in signature def')
     operation = Operation.classify if signature == SERVING_SIGNATURE else Operation.feature_maps
-    return _request(payload, InferenceRequest(model, version, Api.tfserving, operation))
+    return _request(payload, InferenceRequest(Api.tfserving, operation))
 
 
-def decode_explain(body: bytes, *, model: str, version: int | str | None, spec: ExplainSpec) -> InferenceRequest:
+def decode_explain(body: bytes, *, spec: ExplainSpec) -> InferenceRequest:
     """KServe's v1 ``:explain``: the body of ``:predict`` (``serving_default`` only); what to explain
     comes from the query string."""
     payload = _payload(body)
     signature = payload.get("signature_name") or SERVING_SIGNATURE
     if signature != SERVING_SIGNATURE:
         raise InvalidInput(f"explain runs on signature {SERVING_SIGNATURE!r}, not {signature!r}")
-    return _request(payload, InferenceRequest(model, version, Api.tfserving, Operation.explain, explain=spec))
+    return _request(payload, InferenceRequest(Api.tfserving, Operation.explain, explain=spec))
 
 
 def _payload(body: bytes) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def _request(payload: dict[str, Any], request: InferenceRequest) -> InferenceReq
     elif any(_is_b64(v) for v in values):
         raise InvalidInput("mixing {'b64': ...} images and tensors in one request is not supported")
     else:
-        request.tensor = TensorInput(values, dtype="float32")
+        request.tensor = tensors.tensor(values, tensors.BY_NAME["float32"])
     return request
 
 

@@ -7,24 +7,17 @@ FP32, in JSON or, when asked for, as binary data after the JSON header.
 
 from __future__ import annotations
 
-import math
-import struct
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
-from service import wire
-from service.errors import InvalidInput
-from service.precision import ServingPlan
-from service.request import Api, InferenceRequest, InferenceResult, TensorInput
+from service.core import tensors, wire
+from service.core.errors import InvalidInput, describe_validation
+from service.core.request import Api, InferenceRequest, InferenceResult
 
 HEADER_LENGTH = "inference-header-content-length"
-_MAX_RANK = 8
-_MAX_DIMENSION = 2**31 - 1
-NUMERIC_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "UINT8": np.dtype("u1")}
-DTYPE_NAMES = {"FP32": "float32", "FP64": "float64", "UINT8": "uint8"}
 
 
 # -- wire schemas ---------------------------------------------------------------------------------------
@@ -50,34 +43,6 @@ class InferRequest(BaseModel):
     outputs: list[InferOutputRequest] | None = None
 
 
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-    serving: ServingPlan | None = Field(
-        None, description="Extension: the runtime and precision predictions run on, and the timings behind it."
-    )
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class ModelReady(BaseModel):
-    name: str
-    ready: bool
-
-
 # -- decoding ---------------------------------------------------------------------------------------------
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
@@ -89,29 +54,6 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if not 0 < length <= len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {length} is outside the body of {len(body)} bytes")
     return body[:length], body[length:]
-
-
-def bytes_elements(raw: bytes) -> list[bytes]:
-    """Triton's BYTES serialization: each element is a 4-byte little-endian length, then the bytes."""
-    elements, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidInput("BYTES tensor data is truncated (incomplete length prefix)")
-        (size,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + size > len(raw):
-            raise InvalidInput("BYTES tensor data is truncated (element shorter than its length)")
-        elements.append(raw[offset : offset + size])
-        offset += size
-    return elements
-
-
-def checked_shape(shape: list[int]) -> tuple[int, ...]:
-    if len(shape) > _MAX_RANK:
-        raise InvalidInput(f"input shape {shape} has more than {_MAX_RANK} dimensions")
-    if any(d < 0 or d > _MAX_DIMENSION for d in shape):
-        raise InvalidInput(f"input shape {shape} has a dimension outside 0–{_MAX_DIMENSION}")
-    return tuple(shape)
 
 
 def _binary_section(tensor: InferInput, binary: bytes) -> bytes | None:
@@ -128,45 +70,35 @@ def _binary_section(tensor: InferInput, binary: bytes) -> bytes | None:
 def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) -> None:
     """The request's one input (JSON ``data`` or the binary section after the header) → images or tensor."""
     raw = _binary_section(tensor, binary)
-    shape = checked_shape(tensor.shape)
-    count = math.prod(shape)  # exact: an int64 product can wrap around to a count that matches the data
-    if tensor.datatype == "BYTES":
+    shape = tensors.checked_shape(tensor.shape)
+    if tensor.datatype == tensors.BYTES_V2:
         if raw is not None:
-            blobs = bytes_elements(raw)
+            blobs = tensors.length_prefixed(raw)
         else:
             flat = np.asarray(tensor.data, dtype=object).reshape(-1).tolist()
             if not all(isinstance(item, str) for item in flat):
                 raise InvalidInput("BYTES elements in JSON must be base64 strings of image files")
             blobs = [wire.b64decode(item, f"BYTES element {i}") for i, item in enumerate(flat)]
-        if len(blobs) != count:
-            raise InvalidInput(f"shape {list(shape)} needs {count} BYTES elements, got {len(blobs)}")
+        tensors.element_count(shape, len(blobs), "BYTES elements")
         request.images = blobs
         return
-    dtype = NUMERIC_DTYPES.get(tensor.datatype)
+    dtype = tensors.BY_V2.get(tensor.datatype)
     if dtype is None:
-        raise InvalidInput(f"unsupported datatype {tensor.datatype!r}; use FP32, FP64, UINT8 or BYTES")
-    if raw is not None:
-        if len(raw) != count * dtype.itemsize:
-            raise InvalidInput(
-                f"shape {list(shape)} of {tensor.datatype} needs {count * dtype.itemsize} bytes, got {len(raw)}"
-            )
-        values: list[Any] | np.ndarray = np.frombuffer(raw, dtype=dtype)
-    else:
-        values = tensor.data or []
-    request.tensor = TensorInput(values, dtype=DTYPE_NAMES[tensor.datatype], shape=shape)
+        raise InvalidInput(f"unsupported datatype {tensor.datatype!r}; use {', '.join(tensors.BY_V2)} or BYTES")
+    request.tensor = tensors.tensor(raw if raw is not None else tensor.data or [], dtype, shape)
 
 
-def decode_infer(body: bytes, *, model: str, version: int | str | None, header_length: str | None) -> InferenceRequest:
+def decode_infer(body: bytes, *, header_length: str | None) -> InferenceRequest:
     header, binary = _split_body(body, header_length)
     try:
         parsed = InferRequest.model_validate(wire.parse_json(header))
     except ValidationError as exc:
-        raise InvalidInput(f"invalid inference request: {exc}") from None
+        raise InvalidInput(f"invalid inference request: {describe_validation(exc)}") from None
     if len(parsed.inputs) != 1:
         raise InvalidInput(f"the model takes one input, got {len(parsed.inputs)}")
     outputs = parsed.outputs or []
     request = InferenceRequest(
-        model, version, Api.v2,
+        Api.v2,
         input_name=parsed.inputs[0].name,
         outputs=tuple(entry.name for entry in outputs) or None,
         binary_output=bool((parsed.parameters or {}).get("binary_data_output"))

@@ -10,20 +10,15 @@ probabilities as FP32: in ``raw_output_contents`` when the request sent raw inpu
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from service.codecs.v2 import DTYPE_NAMES, NUMERIC_DTYPES, bytes_elements, checked_shape
-from service.errors import InvalidInput
-from service.request import Api, InferenceRequest, InferenceResult, TensorInput
+from service.core import tensors
+from service.core.errors import InvalidInput
+from service.core.request import Api, InferenceRequest, InferenceResult, Target
 
-_TYPED_FIELDS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "UINT8": "uint_contents", "BYTES": "bytes_contents"}
-_ALL_FIELDS = (
-    "bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents", "fp32_contents",
-    "fp64_contents", "bytes_contents",
-)  # fmt: skip
+_TYPED_FIELDS = {**{d.v2: d.v2_field for d in tensors.DTYPES}, tensors.BYTES_V2: "bytes_contents"}
+_ALL_FIELDS = tuple(field.name for field in pb.InferTensorContents.DESCRIPTOR.fields)
 
 
 def version_ref(version: str) -> int | str | None:
@@ -33,12 +28,18 @@ def version_ref(version: str) -> int | str | None:
     return int(version) if version.isdigit() else version
 
 
-def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> list:
+def target(message: pb.ModelInferRequest) -> Target:
+    """The model version a ``ModelInfer`` call is for."""
+    return Target(message.model_name, version_ref(message.model_version))
+
+
+def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor):
+    """The one typed contents field of the tensor's datatype; values in any other field are refused."""
     field = _TYPED_FIELDS[tensor.datatype]
     for other in _ALL_FIELDS:
         if other != field and len(getattr(tensor.contents, other)):
             raise InvalidInput(f"input {tensor.name!r} is {tensor.datatype} but its contents are in {other}")
-    return list(getattr(tensor.contents, field))
+    return getattr(tensor.contents, field)
 
 
 def decode_infer(message: pb.ModelInferRequest) -> InferenceRequest:
@@ -46,51 +47,31 @@ def decode_infer(message: pb.ModelInferRequest) -> InferenceRequest:
         raise InvalidInput(f"the model takes one input, got {len(message.inputs)}")
     tensor = message.inputs[0]
     if tensor.datatype not in _TYPED_FIELDS:
-        raise InvalidInput(f"unsupported datatype {tensor.datatype!r}; use FP32, FP64, UINT8 or BYTES")
+        raise InvalidInput(f"unsupported datatype {tensor.datatype!r}; use {', '.join(_TYPED_FIELDS)}")
     raw_inputs = len(message.raw_input_contents)
     if raw_inputs not in (0, len(message.inputs)):
         raise InvalidInput(f"{raw_inputs} raw_input_contents for {len(message.inputs)} input(s)")
     outputs = message.outputs
     request = InferenceRequest(
-        message.model_name, version_ref(message.model_version), Api.v2,
+        Api.v2,
         input_name=tensor.name,
         outputs=tuple(output.name for output in outputs) or None,
         binary_output=bool(raw_inputs) or any(o.parameters["binary_data"].bool_param for o in outputs),
         request_id=message.id or None,
     )  # fmt: skip
-    shape = checked_shape(list(tensor.shape))
-    count = math.prod(shape)
+    shape = tensors.checked_shape(tensor.shape)
     if raw_inputs:
         if any(len(getattr(tensor.contents, field)) for field in _ALL_FIELDS):
             raise InvalidInput(f"input {tensor.name!r} has both typed contents and raw_input_contents")
-        raw = message.raw_input_contents[0]
+        values = message.raw_input_contents[0]
     else:
-        raw = None
-    if tensor.datatype == "BYTES":
-        blobs = bytes_elements(raw) if raw is not None else _typed_values(tensor)
-        if len(blobs) != count:
-            raise InvalidInput(f"shape {list(shape)} needs {count} BYTES elements, got {len(blobs)}")
+        values = _typed_values(tensor)
+    if tensor.datatype == tensors.BYTES_V2:
+        blobs = tensors.length_prefixed(values) if raw_inputs else list(values)
+        tensors.element_count(shape, len(blobs), "BYTES elements")
         request.images = blobs
-        return request
-    dtype = NUMERIC_DTYPES[tensor.datatype]
-    if raw is not None:
-        if len(raw) != count * dtype.itemsize:
-            raise InvalidInput(
-                f"shape {list(shape)} of {tensor.datatype} needs {count * dtype.itemsize} bytes, got {len(raw)}"
-            )
-        values = np.frombuffer(raw, dtype=dtype)
     else:
-        typed = _typed_values(tensor)
-        if len(typed) != count:
-            raise InvalidInput(f"shape {list(shape)} needs {count} values, got {len(typed)}")
-        if tensor.datatype == "UINT8":
-            wide = np.asarray(typed, dtype=np.uint32)
-            if wide.size and int(wide.max()) > 255:
-                raise InvalidInput("UINT8 values must be 0–255")
-            values = wide.astype(np.uint8)
-        else:
-            values = np.asarray(typed, dtype=dtype)
-    request.tensor = TensorInput(values, dtype=DTYPE_NAMES[tensor.datatype], shape=shape)
+        request.tensor = tensors.tensor(values, tensors.BY_V2[tensor.datatype], shape)
     return request
 
 

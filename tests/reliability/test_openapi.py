@@ -16,7 +16,7 @@ import pytest
 import schemathesis
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 
 from .servers import ServerProcess
 

@@ -1,0 +1,127 @@
+"""Prometheus metrics: requests, latency, batch sizes, queue depth, inference time and model lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Collection
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+REJECT_REASONS = ("queue_full", "queue_timeout")
+_LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """One registry per app, so several apps (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cnn_requests_total", "Requests (HTTP and gRPC) by method, route, model and status.",
+            ["method", "route", "model", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "cnn_request_seconds", "Request latency (HTTP and gRPC) by method, route and model.",
+            ["method", "route", "model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.images = Counter(
+            "cnn_images_total", "Images inferred, by model and API.", ["model", "api"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "cnn_batch_size", "Images per model call.", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry
+        )
+        self.batch_requests = Histogram(
+            "cnn_batch_requests", "Requests merged into one model call.", ["model"],
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.padded = Counter(
+            "cnn_padded_images_total", "Rows of padding added to batches to reach a faster batch size.", ["model"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.queue_depth = Gauge("cnn_queue_images", "Images waiting for the model.", ["model"], registry=self.registry)
+        self.inference = Histogram(
+            "cnn_inference_seconds", "Model call time.", ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.rejected = Counter(
+            "cnn_rejected_total", "Requests refused before inference, by reason.", ["model", "reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        # Model lifecycle, labelled by model name (versions come and go; names are the repository's).
+        self.versions = Gauge(
+            "cnn_model_versions", "Model versions by state.", ["model", "state"], registry=self.registry
+        )
+        self.loads = Counter(
+            "cnn_model_loads_total", "Version loads by result (success, failure).", ["model", "result"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.unloads = Counter("cnn_model_unloads_total", "Versions unloaded.", ["model"], registry=self.registry)
+        self.load_seconds = Histogram(
+            "cnn_model_load_seconds", "Time to load a version's SavedModel and card.", ["model"],
+            buckets=_LOAD_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.warmup_seconds = Histogram(
+            "cnn_model_warmup_seconds", "Time to warm a loaded version up.", ["model"],
+            buckets=_LOAD_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+    def forget_version(self, label: str) -> None:
+        """Drop an unloaded version's per-version series (``name:version`` labels)."""
+        series = [(m, (label,)) for m in (self.batch_size, self.batch_requests, self.padded, self.queue_depth,
+                                                    self.inference)]  # fmt: skip
+        series += [(self.rejected, (label, reason)) for reason in REJECT_REASONS]
+        for metric, labels in series:
+            with contextlib.suppress(KeyError):  # never observed
+                metric.remove(*labels)
+
+
+class MetricsMiddleware:
+    """Counts requests and latency by route template and model.
+
+    Labels never carry a raw path or an unknown model name, so a client cannot grow the label set; the
+    labelled children are looked up once per label set, not on every request.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_models: Callable[[], Collection[str]]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.known_models = known_models
+        self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+
+    def _observe(self, method: str, template: str, model: str, status: int, seconds: float) -> None:
+        key = (method, template, model, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(method, template, model, str(status)),
+                self.metrics.latency.labels(method, template, model),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            name = scope.get("path_params", {}).get("name", "")
+            model = name if name in self.known_models() else ("unknown" if name else "")
+            self._observe(scope["method"], template, model, status, time.perf_counter() - started)

@@ -1,0 +1,112 @@
+"""Service configuration from environment variables (prefix ``CNN_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract import DEFAULT_REPOSITORY
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is read from ``CNN_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CNN_", env_file=None, protected_namespaces=(), populate_by_name=True)
+
+    model_repository: Path = Field(DEFAULT_REPOSITORY, description="Directory of <model>/<version>/ SavedModels.")
+    models: list[str] = Field(
+        default_factory=list,
+        description='Models to load, e.g. ["fashion_cnn", "lenet5:1"] (name or name:version); empty = all.',
+    )
+    version_policy: str = Field(
+        "latest",
+        pattern=r"^(latest(:[1-9][0-9]*)?|all)$",
+        description="Versions served per model without a config file: latest, latest:N (N newest) or all; "
+        "the highest available one is the default.",
+    )
+    model_config_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("CNN_MODEL_CONFIG", "model_config_file"),
+        description="JSON model config (TF Serving's model_config_list fields); re-read when it changes.",
+    )
+    poll_interval_s: float = Field(
+        2.0, ge=0, description="How often to look for new, changed or removed versions (0 = only at start)."
+    )
+    allow_model_control: bool | None = Field(
+        None,
+        description="Allow the repository API's load/unload and label changes. Unset: allowed only when "
+        "bound to a loopback address or an API key is set.",
+    )
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Most images the batcher runs in one model call.")
+    max_concurrent_batches: int = Field(
+        2, ge=1, le=16, description="Model calls in flight at once per model version (each a thread)."
+    )
+    max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill up.")
+    max_queue_images: int = Field(2048, ge=1, description="Images waiting per model before new requests get 503.")
+    queue_timeout_s: float = Field(10.0, gt=0, description="Images older than this when dequeued are dropped (503).")
+    request_timeout_s: float = Field(30.0, gt=0, description="End-to-end limit on one inference (504 after it).")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image, width × height (413).")
+    max_images_per_request: int = Field(256, ge=1, description="Most images in one request (413 above).")
+    max_feature_map_images: int = Field(
+        8, ge=1, description="Most images in one feature-map request (every layer's activations: ~1.5 MB each)."
+    )
+    max_concurrent_feature_maps: int = Field(
+        2, ge=1, le=16, description="Feature-map calls computing at once; more wait (up to the request timeout)."
+    )
+    default_top_k: int = Field(3, ge=1, description="top-k returned when the request does not say.")
+    runtime: Literal["auto", "tensorflow", "openvino"] = Field(
+        "auto", description="Runtime of predictions: auto (the fastest measured at load), tensorflow or openvino."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Precision of predictions: auto (the fastest measured that passes the accuracy "
+        "gate), fp32, bf16 (CPUs with AVX-512 BF16 or AMX) or fp16 (GPUs with tensor cores).",
+    )
+    max_accuracy_drop: float = Field(
+        0.1,
+        ge=0,
+        le=100,
+        description="Largest recorded test-accuracy drop from float32, in percentage points, "
+        "that a runtime or precision may have to be served.",
+    )
+    batch_buckets: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        description="Batch sizes a batch is padded up to, e.g. [2, 4, 8] (the smallest that holds it); "
+        "unset: measured at load; []: never pad.",
+    )
+    inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
+    api_key: str | None = Field(None, description="When set, requests must send it as X-API-Key or Bearer token.")
+    shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight requests on SIGTERM.")
+    host: str = Field("127.0.0.1", description="Bind address of the REST and gRPC servers.")
+    port: int = Field(8000, ge=1, le=65535, description="REST port.")
+    grpc_port: int = Field(
+        8500, ge=0, le=65535, description="gRPC port (KServe v2 and TF Serving services, health, reflection); 0: off."
+    )
+    log_level: str = Field("info", description="Python logging level.")
+    access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
+
+    @property
+    def model_control_allowed(self) -> bool:
+        if self.allow_model_control is not None:
+            return self.allow_model_control
+        return bool(self.api_key) or _is_loopback(self.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

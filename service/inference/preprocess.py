@@ -1,0 +1,154 @@
+"""Where an image or a tensor becomes the model's input array.
+
+Images: decode with Pillow (size checked from the header before any pixel is decoded), EXIF
+orientation applied (phones store portrait shots rotated, with an Orientation tag), grayscale,
+automatic polarity (a dark object on a light background is inverted to match Fashion-MNIST's light
+objects on black), aspect-preserving resize and zero padding to the model's input size, scale to [0, 1].
+
+Tensors: checked for rank, shape, dtype and finite values against the model's input spec *before*
+they reach TensorFlow (a wrong rank can abort the process inside TensorFlow).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.core.errors import InvalidInput, PayloadTooLarge
+from service.core.request import Polarity
+from service.core.tensors import TensorInput, to_array
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
+_BORDER_LIGHT_THRESHOLD = 127.5
+
+
+def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
+    """Decode an encoded image (first frame of animations), refusing oversize or broken files."""
+    if not data:
+        raise InvalidInput(f"{what}: empty file")
+    try:
+        image = Image.open(io.BytesIO(data), formats=sorted(SUPPORTED_FORMATS))
+    except UnidentifiedImageError:
+        raise InvalidInput(
+            f"{what}: not a decodable image (supported: {', '.join(sorted(SUPPORTED_FORMATS))})"
+        ) from None
+    except Image.DecompressionBombError:  # Pillow's own limit, far above any sane max_pixels
+        raise PayloadTooLarge(f"{what}: image size exceeds the limit of {max_pixels} pixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"{what}: truncated or corrupt image header ({exc})") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidInput(f"{what}: image has no pixels ({width}×{height})")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"{what}: {width}×{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"{what}: truncated or corrupt {image.format} data ({exc})") from None
+    return upright(image)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF Orientation tag, so a rotated phone photo is seen the way it was taken."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as exc:  # a broken EXIF block
+        logger.debug("ignoring unreadable EXIF orientation: %s", exc)
+    return image
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """8-bit grayscale; transparent areas become white (like a product photo's background)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        span = array.max() - array.min()
+        scaled = (array - array.min()) / span * 255 if span else np.zeros_like(array)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    try:
+        return image.convert("L")
+    except ValueError as exc:  # modes Pillow cannot convert, e.g. LAB
+        raise InvalidInput(f"unsupported image mode {image.mode} ({exc})") from None
+
+
+def has_light_background(gray: Image.Image) -> bool:
+    """True when the outermost rows and columns are light on average."""
+    pixels = np.asarray(gray, dtype=np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return float(border.mean()) > _BORDER_LIGHT_THRESHOLD
+
+
+def fit_to_canvas(gray: Image.Image, height: int, width: int) -> np.ndarray:
+    """Resize keeping the aspect ratio so the longer side fills the canvas, then centre on black."""
+    if gray.size != (width, height):
+        scale = min(width / gray.width, height / gray.height)
+        size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+        resized = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        canvas = Image.new("L", (width, height), 0)
+        canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
+        gray = canvas
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def image_to_array(
+    data: bytes, height: int, width: int, *, polarity: Polarity, max_pixels: int, what: str = "image"
+) -> np.ndarray:
+    """Encoded image bytes → float32 ``(height, width, 1)`` in [0, 1]."""
+    gray = to_grayscale(open_image(data, max_pixels, what))
+    if polarity is Polarity.invert or (polarity is Polarity.auto and has_light_background(gray)):
+        gray = ImageOps.invert(gray)
+    return (fit_to_canvas(gray, height, width).astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def images_to_batch(blobs: list[bytes], height: int, width: int, *, polarity: Polarity, max_pixels: int) -> np.ndarray:
+    if not blobs:
+        raise InvalidInput("no images in the request")
+    arrays = [
+        image_to_array(blob, height, width, polarity=polarity, max_pixels=max_pixels, what=f"image {i}")
+        for i, blob in enumerate(blobs)
+    ]
+    return np.stack(arrays)
+
+
+def tensor_to_batch(tensor: TensorInput, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A tensor as sent → float32 ``(n, h, w, c)`` in [0, 1], checked against the model input ``(h, w, c)``.
+
+    Accepts ``(n, h, w)`` when ``c == 1``. Integer pixels must hold 0–255 and are scaled by 1/255;
+    floating pixels must be finite and within [0, 1].
+    """
+    return _checked_batch(to_array(tensor), input_shape)
+
+
+def _checked_batch(array: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    if array.dtype == object or array.dtype.kind not in "uif":
+        raise InvalidInput(f"tensor must be numeric, got dtype {array.dtype}")
+    expected = tuple(input_shape)
+    if array.ndim == len(expected) and expected[-1] == 1 and array.shape[1:] == expected[:-1]:
+        array = array[..., np.newaxis]
+    if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected:
+        shape = "×".join(map(str, expected))
+        raise InvalidInput(
+            f"tensor shape {list(array.shape)} does not match the model input [n, {', '.join(map(str, expected))}]"
+            f" (a batch of n {shape} images)"
+        )
+    if array.shape[0] == 0:
+        raise InvalidInput("empty batch: the tensor holds no images")
+    if array.dtype.kind in "ui":
+        if array.min() < 0 or array.max() > 255:
+            raise InvalidInput("integer pixel values must be within 0–255")
+        return array.astype(np.float32) / 255.0
+    values = array.astype(np.float32, copy=False)
+    if not np.isfinite(values).all():
+        raise InvalidInput("tensor contains NaN or infinity")
+    if values.min() < 0.0 or values.max() > 1.0:
+        raise InvalidInput("float pixel values must be within [0, 1]; divide 0–255 pixel values by 255")
+    return values

@@ -1,0 +1,90 @@
+"""How every RPC runs: :meth:`RpcContext.call` checks the API key (``x-api-key`` or ``authorization:
+Bearer`` metadata), honours the client's deadline, maps service errors to gRPC status codes
+(:func:`status_code`) and counts the call in the metrics as ``method="GRPC"``; :func:`message_reader`
+hands a request message to the pipeline as REST routes hand it a body."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from service.core.errors import ModelNotReady, Overloaded, ServiceError
+from service.inference.pipeline import Reader
+from service.protocol.access import check_api_key
+from service.protocol.plane import DataPlane
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_code(error: ServiceError) -> grpc.StatusCode:
+    """The gRPC twin of a service error's HTTP status: overload is RESOURCE_EXHAUSTED, a model that is not
+    ready UNAVAILABLE, every validation error INVALID_ARGUMENT."""
+    if isinstance(error, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, ModelNotReady):
+        return grpc.StatusCode.UNAVAILABLE
+    return _CODES.get(error.status_code, grpc.StatusCode.INTERNAL)
+
+
+class RpcContext:
+    """What every servicer needs: the data plane, and :meth:`call` around each RPC's work."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    async def call(
+        self, context: grpc.aio.ServicerContext, route: str, model: str, work: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Run one RPC's ``work``: API key, deadline, errors → status codes, metrics."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+            check_api_key(self.plane.settings.api_key, metadata.get("x-api-key"), metadata.get("authorization"))
+            async with asyncio.timeout(context.time_remaining()):
+                return await work()
+        except ServiceError as exc:
+            code = status_code(exc)
+            await context.abort(code, exc.message)
+        except TimeoutError:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(code, "the call's deadline passed before inference finished")
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            logger.exception("unhandled error in gRPC %s", route)
+            await context.abort(code, "internal error")
+        finally:
+            known = model if model in self.plane.table.names else ("unknown" if model else "")
+            self.plane.metrics.requests.labels("GRPC", route, known, code.name).inc()
+            self.plane.metrics.latency.labels("GRPC", route, known).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable: context.abort raises")
+
+
+def message_reader(message: Message) -> Reader[Message]:
+    """The pipeline's reader of an already received message, with its size on the wire."""
+
+    async def read() -> tuple[Message, int]:
+        return message, message.ByteSize()
+
+    return read

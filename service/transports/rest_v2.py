@@ -1,0 +1,100 @@
+"""Open Inference Protocol v2 (KServe / Triton) over REST: server and model metadata, readiness, infer.
+
+``infer`` hands the body to the pipeline with the pure codec of :mod:`service.codecs.v2` (JSON and
+the binary tensor data extension).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from service.codecs import v2
+from service.core.request import Target
+from service.core.wire import json_response
+from service.protocol import v2 as views
+from service.protocol.plane import DataPlane
+from service.transports.dependencies import get_plane, require_api_key
+from service.transports.routing import body_reader, version_ref, versioned_route
+
+router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("", response_model=views.ServerMetadata, summary="Server metadata")
+async def server_metadata() -> views.ServerMetadata:
+    return views.server_metadata()
+
+
+@versioned_route(router, "get", "/models/{name}", response_model=views.ModelMetadata, summary="Model metadata")
+async def model_metadata(
+    name: str,
+    plane: Annotated[DataPlane, Depends(get_plane)],
+    version: str | None = None,
+    label: str | None = None,
+) -> views.ModelMetadata:
+    return views.model_metadata(plane.table, name, version_ref(version, label))
+
+
+@versioned_route(
+    router,
+    "get",
+    "/models/{name}/ready",
+    response_model=views.ModelReady,
+    summary="Model readiness",
+    responses={503: {"model": views.ModelReady}},
+)
+async def model_ready(
+    name: str,
+    plane: Annotated[DataPlane, Depends(get_plane)],
+    version: str | None = None,
+    label: str | None = None,
+) -> Response:
+    ready = views.model_ready(plane.table, name, version_ref(version, label))
+    return json_response(ready.model_dump(), 200 if ready.ready else 503)
+
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline a pydantic schema's ``$defs``: its ``#/$defs/...`` references do not resolve inside OpenAPI."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+_INFER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline_defs(v2.InferRequest.model_json_schema())},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "JSON header (length in Inference-Header-Content-Length) followed by tensor bytes.",
+            },
+        },
+    }
+}
+
+
+@versioned_route(router, "post", "/models/{name}/infer", summary="Inference (v2)", openapi_extra=_INFER_DOC)
+async def infer(
+    name: str,
+    request: Request,
+    plane: Annotated[DataPlane, Depends(get_plane)],
+    version: str | None = None,
+    label: str | None = None,
+) -> Response:
+    decode = partial(v2.decode_infer, header_length=request.headers.get(v2.HEADER_LENGTH))
+    target = Target(name, version_ref(version, label))
+    return await plane.pipeline.handle(target, body_reader(request), decode, v2.encode_infer)

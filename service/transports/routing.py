@@ -1,0 +1,94 @@
+"""Route registration shared by the REST dialects, the body reader they hand the pipeline, and the direct
+route class of the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from service.core.errors import InvalidInput
+from service.inference.pipeline import Reader
+
+
+def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) -> Callable:
+    """Register one handler at ``path`` (the default version) and at its ``/versions/{version}`` and
+    ``/labels/{label}`` twins.
+
+    ``path`` holds ``/models/{name}``; the handler takes ``version: ... | None = None`` and
+    ``label: str | None = None`` (:func:`version_ref` turns them into the one to look up). ``method``
+    names the router's decorator (``get``, ``post``) or ``add_api_route``.
+    """
+
+    def register(handler: Callable) -> Callable:
+        twins = ("/models/{name}/versions/{version}", "/models/{name}/labels/{label}")
+        for route_path in (path, *(path.replace("/models/{name}", twin, 1) for twin in twins)):
+            if method == "add_api_route":
+                router.add_api_route(route_path, handler, **kwargs)
+            else:
+                getattr(router, method)(route_path, **kwargs)(handler)
+        return handler
+
+    return register
+
+
+def version_ref(version: int | str | None, label: str | None) -> int | str | None:
+    """What to look up from a route's path: a version number, a label (a string), or ``None`` for the
+    default version; 400 when a version is not a number."""
+    if label is not None:
+        return label
+    if version is None or isinstance(version, int):
+        return version
+    try:
+        return int(version)
+    except ValueError:
+        raise InvalidInput(f"model version must be an integer, got {version!r}") from None
+
+
+def body_reader(request: Request) -> Reader[bytes]:
+    """How the pipeline reads a request's body, after admitting it."""
+
+    async def read() -> tuple[bytes, int]:
+        body = await request.body()
+        return body, len(body)
+
+    return read
+
+
+class DirectRoute(APIRoute):
+    """An API route whose endpoint is called as ``endpoint(request, **path_params)``, nothing in between.
+
+    FastAPI's per-request dependency solving, parameter validation and dependency exit stacks cost about
+    as much CPU as a small request's whole inference path; a direct endpoint reads its body itself and
+    returns a :class:`~starlette.responses.Response`. Everything else stays the framework's: routing,
+    ``path_params``, ``scope["route"]`` (metrics labels), the app's exception handlers (an exception
+    propagates to the app's exception middleware, which renders it as for any route), and the OpenAPI
+    entry, built from the endpoint's signature and ``openapi_extra`` as for any route. The route's
+    dependencies (e.g. its router's) run first and must take only the :class:`~fastapi.Request`.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self._handler = self.get_route_handler()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            await super().handle(scope, receive, send)  # the framework's 405
+            return
+        response = await self._handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+        guards = [depends.dependency for depends in self.dependencies if depends.dependency is not None]
+
+        async def handle(request: Request) -> Response:
+            for guard in guards:
+                await guard(request)
+            return await endpoint(request, **request.path_params)
+
+        return handle
