@@ -49,8 +49,9 @@ ENV CNN_MODEL_REPOSITORY=/app/model_repository \
     CNN_GRPC_PORT=8500
 COPY docker/entrypoint.sh /usr/local/bin/cnn-serving
 COPY docker/healthcheck.py /usr/local/bin/cnn-serving-healthcheck
-# HTTP (REST APIs, the explorer page) and gRPC (KServe v2 and TF Serving services).
-EXPOSE 8000 8500
+# HTTP (REST APIs, the explorer page) and gRPC (KServe v2 and TF Serving services); run the way TF
+# Serving's image is run (MODEL_NAME, MODEL_BASE_PATH), REST moves to TF Serving's 8501.
+EXPOSE 8000 8500 8501
 # Readiness, not just liveness: healthy once every model is loaded and warmed up.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "/usr/local/bin/cnn-serving-healthcheck"]

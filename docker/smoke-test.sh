@@ -126,4 +126,22 @@ exit_code="$(docker container inspect -f '{{.State.ExitCode}}' "$CONTAINER")"
 docker logs "$CONTAINER" 2>&1 | grep -Eq ': stopped$' || { log "no graceful shutdown in the logs"; exit 1; }
 log "stopped by SIGTERM in $stop_time s (exit code $exit_code, graceful shutdown logged)"
 
+# Run the way TF Serving's image is run: MODEL_NAME and MODEL_BASE_PATH, REST on 8501, gRPC on 8500.
+TFS_CONTAINER="${CONTAINER}-tfs"
+docker run -d --name "$TFS_CONTAINER" --network host --read-only --tmpfs /tmp --cap-drop ALL \
+  -e MODEL_NAME=fashion_cnn -e MODEL_BASE_PATH=/app/model_repository "$IMAGE" >/dev/null
+trap 'docker rm -f "$TFS_CONTAINER" >/dev/null 2>&1 || true; cleanup' EXIT
+tfs_start="$(now)"
+until curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8501/v1/models/fashion_cnn 2>/dev/null; do
+  if [[ "$(docker container inspect -f '{{.State.Running}}' "$TFS_CONTAINER")" != true ]]; then
+    docker logs --tail 50 "$TFS_CONTAINER" 2>&1 | sed 's/^/    /'
+    log "the TF Serving-style container exited"
+    exit 1
+  fi
+  [[ "$(elapsed "$tfs_start" "$(now)" | cut -d. -f1)" -lt "$READY_TIMEOUT_S" ]] || { log "TF Serving-style run not ready"; exit 1; }
+  sleep 0.5
+done
+"$PYTHON" docker/smoke_check.py --tf-serving --url http://127.0.0.1:8501 --grpc 127.0.0.1:8500
+docker rm -f "$TFS_CONTAINER" >/dev/null
+
 log "PASS image=$IMAGE size_mib=$((size_bytes / 1024 / 1024)) cold_start_to_ready_s=$cold_start stop_s=$stop_time"

@@ -161,6 +161,30 @@ def check_grpc(target: str, model: str, images: np.ndarray, rest_classes: list[i
     print(f"ok   gRPC ModelInfer on {target}: the REST API's classes for {len(images)} images")
 
 
+def check_tf_serving(base: str, target: str, model: str, dataset: Path, count: int) -> None:
+    """Run as TF Serving's image is run: its REST ``:predict`` and gRPC ``Predict`` agree, and know image 0."""
+    import grpc
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    pixels = (load_idx(dataset / "t10k-images-idx3-ubyte.gz")[:count, :, :, None] / 255.0).astype(np.float32)
+    labels = load_idx(dataset / "t10k-labels-idx1-ubyte.gz")[:count]
+    response = httpx.post(f"{base}/v1/models/{model}:predict", json={"instances": pixels.tolist()}, timeout=60)
+    check(response.status_code == 200, f"TF Serving REST predict: {response.status_code} {response.text[:200]}")
+    rest_classes = np.asarray(response.json()["predictions"]).argmax(axis=1)
+    check(rest_classes[KNOWN_GOOD] == labels[KNOWN_GOOD], f"REST calls image 0 class {rest_classes[KNOWN_GOOD]}")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=pixels.tobytes())
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in pixels.shape)
+    request.inputs["images"].CopyFrom(proto)
+    with grpc.insecure_channel(target) as channel:
+        answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    grpc_classes = np.frombuffer(answer.outputs["probabilities"].tensor_content, np.float32).reshape(count, -1)
+    check((grpc_classes.argmax(axis=1) == rest_classes).all(), "gRPC Predict and REST :predict disagree")
+    print(f"ok   run as TF Serving's image: REST {base} and gRPC {target} give the same {count} classes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="service base URL")
@@ -169,9 +193,13 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=8, help="test images to send in one request")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--grpc", default=None, help="host:port of the gRPC server to check too")
+    parser.add_argument("--tf-serving", action="store_true", help="only TF Serving's REST predict and gRPC Predict")
     args = parser.parse_args()
     try:
-        run(args.url.rstrip("/"), args.model, args.dataset, args.count, args.api_key, args.grpc)
+        if args.tf_serving:
+            check_tf_serving(args.url.rstrip("/"), args.grpc, args.model, args.dataset, args.count)
+        else:
+            run(args.url.rstrip("/"), args.model, args.dataset, args.count, args.api_key, args.grpc)
     except (CheckFailed, httpx.HTTPError, KeyError, ValueError) as exc:
         print(f"FAIL {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

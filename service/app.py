@@ -9,6 +9,7 @@ lifespan starts.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,8 @@ from service.transports import rest_health, rest_native, rest_repository, rest_t
 from service.transports.explorer import add_explorer
 from service.transports.grpc_server import GrpcServer
 from service.transports.limits import BodySizeLimit
+
+logger = logging.getLogger("service")
 
 DESCRIPTION = """
 Classifies Fashion-MNIST-style images with convolutional networks exported as SavedModels, and
@@ -46,6 +49,10 @@ Errors are JSON `{"error": "..."}` with a 4xx status for anything wrong with the
 """
 
 
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
@@ -60,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if grpc_server is not None:
                 await grpc_server.start()
+            logger.info("ready: REST http://%s:%d, gRPC %s", _bracketed(settings.host), settings.port,
+                        f"{_bracketed(settings.host)}:{grpc_server.port}" if grpc_server else "off")  # fmt: skip
             yield
         finally:
             if grpc_server is not None:

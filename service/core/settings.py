@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contract import DEFAULT_REPOSITORY
 
@@ -19,9 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CNN_", env_file=None, protected_namespaces=(), populate_by_name=True)
 
     model_repository: Path = Field(DEFAULT_REPOSITORY, description="Directory of <model>/<version>/ SavedModels.")
-    models: list[str] = Field(
+    models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description='Models to load, e.g. ["fashion_cnn", "lenet5:1"] (name or name:version); empty = all.',
+        description='Models to load, as a JSON list or comma-separated: ["fashion_cnn", "lenet5:1"] or '
+        "fashion_cnn,lenet5:1 (name or name:version); empty = all.",
     )
     version_policy: str = Field(
         "latest",
@@ -81,15 +83,47 @@ class Settings(BaseSettings):
         "unset: measured at load; []: never pad.",
     )
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
-    api_key: str | None = Field(None, description="When set, requests must send it as X-API-Key or Bearer token.")
+    api_key: str | None = Field(
+        None,
+        pattern=r"^\S+$",
+        description="When set, requests must send it as X-API-Key or Bearer token (no spaces; unset: no key).",
+    )
     shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight requests on SIGTERM.")
-    host: str = Field("127.0.0.1", description="Bind address of the REST and gRPC servers.")
+    host: str = Field(
+        "127.0.0.1",
+        pattern=r"^(localhost|[0-9.]+|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$",
+        description="Bind address of the REST and gRPC servers (an IP address or a host name).",
+    )
     port: int = Field(8000, ge=1, le=65535, description="REST port.")
     grpc_port: int = Field(
         8500, ge=0, le=65535, description="gRPC port (KServe v2 and TF Serving services, health, reflection); 0: off."
     )
-    log_level: str = Field("info", description="Python logging level.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Logging level: critical, error, warning, info or debug (debug also shows TensorFlow's)."
+    )
     access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        """A JSON list, or names separated by commas (an empty string: every model)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("expected a JSON list or comma-separated names") from None
+        names = [name.strip() for name in text.split(",")] if text else []
+        if any(not name or " " in name for name in names):
+            raise ValueError("expected a JSON list or comma-separated names")
+        return names
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def model_control_allowed(self) -> bool:

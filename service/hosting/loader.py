@@ -129,5 +129,5 @@ def load_model(path: Path, key: str, options: PlanOptions | None = None) -> Load
         reason = str(exc) if isinstance(exc, LoadError) else "the model could not be loaded"
         logger.error("model %s failed to load from %s: %s", key, path, reason, exc_info=exc)
         raise LoadError(reason) from None
-    logger.info(describe(key, model.plan))
+    logger.debug(describe(key, model.plan))
     return model

@@ -1,6 +1,6 @@
 """Which models are served and which of their versions: the model config file and version policies.
 
-The config file (``CNN_MODEL_CONFIG``, JSON) has TF Serving's ``model_config_list`` fields::
+The config file (``CNN_MODEL_CONFIG``) is JSON with TF Serving's ``model_config_list`` fields::
 
     {"model_config_list": [
         {"name": "fashion_cnn", "base_path": "/models/fashion_cnn",
@@ -8,19 +8,24 @@ The config file (``CNN_MODEL_CONFIG``, JSON) has TF Serving's ``model_config_lis
          "version_labels": {"stable": 2, "canary": 3}}
     ]}
 
-Without it, every model directory of the repository is served under ``CNN_VERSION_POLICY``, narrowed
-by ``CNN_MODELS`` (``name`` or ``name:version``) when that is set.
+or TF Serving's own ``ModelServerConfig`` text proto (``model_config_list { config { name: ...
+base_path: ... } }``), so a TF Serving deployment keeps its file. Without it, every model directory of
+the repository is served under ``CNN_VERSION_POLICY``, narrowed by ``CNN_MODELS`` (``name`` or
+``name:version``) when that is set.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
+from google.protobuf import json_format, text_format
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from tensorflow_serving.config import model_server_config_pb2
 
 from service.core.errors import describe_validation
 
@@ -108,15 +113,40 @@ class ModelConfigFile(_Strict):
 
 
 class ConfigError(Exception):
-    """The model config file cannot be used (the message says why)."""
+    """The model config file, the repository or the models asked for cannot be used (the message says
+    why; ``setting`` names the setting at fault)."""
+
+    def __init__(self, message: str, setting: str = "model_config_file") -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def _tf_serving_text(path: Path, text: str) -> dict:
+    """TF Serving's own config format, a ``ModelServerConfig`` text proto, as this file's JSON fields."""
+    try:
+        message = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as exc:
+        raise ConfigError(f"model config {path} is neither JSON nor a TF Serving ModelServerConfig: {exc}") from None
+    configs = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    entries = configs.get("model_config_list", {}).get("config", [])
+    for entry in entries:
+        if entry.pop("model_platform", "tensorflow") != "tensorflow":
+            raise ConfigError(f"model config {path}: model {entry.get('name')!r} is not a TensorFlow model")
+    return {"model_config_list": entries}
 
 
 def read_config(path: Path) -> list[ModelSource]:
-    """Parse the config file; a relative ``base_path`` is relative to the file's directory."""
+    """Parse the config file, JSON or TF Serving's text proto; a relative ``base_path`` is relative to the
+    file's directory."""
     try:
-        config = ModelConfigFile.model_validate_json(path.read_bytes())
+        raw = path.read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+        document = json.loads(raw) if text.lstrip().startswith("{") else _tf_serving_text(path, text)
+        config = ModelConfigFile.model_validate(document)
     except OSError as exc:
         raise ConfigError(f"model config {path} cannot be read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"model config {path} is not valid JSON: {exc}") from None
     except ValidationError as exc:
         raise ConfigError(f"model config {path} is invalid: {describe_validation(exc, 'config')}") from None
     return [
@@ -130,13 +160,13 @@ def repository_sources(root: Path, wanted: list[str], policy: VersionPolicy) -> 
     """Every model directory under ``root``; ``wanted`` entries (``name`` or ``name:version``) narrow the
     set, and a ``name:version`` entry pins that model to the versions named."""
     if not root.is_dir():
-        raise ConfigError(f"model repository {root} does not exist")
+        raise ConfigError(f"model repository {root} does not exist", "model_repository")
     pinned: dict[str, set[int] | None] = {}
     for entry in wanted:
         name, _, version = entry.partition(":")
         if version:
             if not version.isdigit():
-                raise ConfigError(f"CNN_MODELS entry {entry!r}: the version must be a number")
+                raise ConfigError(f"entry {entry!r}: the version must be a number", "models")
             versions = pinned.setdefault(name, set())
             if versions is not None:
                 versions.add(int(version))
@@ -145,7 +175,7 @@ def repository_sources(root: Path, wanted: list[str], policy: VersionPolicy) -> 
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and MODEL_NAME.match(p.name))
     missing = sorted(set(pinned) - set(names))
     if missing:
-        raise ConfigError(f"models {missing} not found in {root}")
+        raise ConfigError(f"models {missing} not found in {root}", "models")
     sources = []
     for name in names:
         if pinned and name not in pinned:

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _MAX_TRANSITIONS = 20  # state changes kept per version record
+_TOLD_STATES = (VersionState.UNLOADING, VersionState.END)  # logged at INFO; loading is one line when done
 # A model's directory as last seen: each version's files.
 ModelPrint = tuple[tuple[int, Fingerprint], ...]
 
@@ -174,8 +175,11 @@ class Reconciler:
         self.metrics.load_seconds.labels(record.name).observe(loaded.load_seconds)
         self.metrics.warmup_seconds.labels(record.name).observe(loaded.warmup_seconds)
         self._move(record, VersionState.AVAILABLE)
-        logger.info("model %s loaded in %.2f s, warmed up in %.2f s", record.key, loaded.load_seconds,
-                    loaded.warmup_seconds)  # fmt: skip
+        plan = loaded.plan
+        accuracy = f"{plan.accuracy:.2%}" if plan and plan.accuracy is not None else "unrecorded"
+        logger.info("model %s serves on %s/%s (%s; test accuracy %s), loaded in %.2f s, engine timed in %.2f s",
+                    record.key, plan.runtime if plan else "?", plan.precision if plan else "?",
+                    plan.chosen_by if plan else "?", accuracy, loaded.load_seconds, loaded.warmup_seconds)  # fmt: skip
 
     async def _retire(self, record: VersionRecord) -> None:
         """UNLOADING: no new lookups; wait for the requests holding it and for its batcher, release it."""
@@ -202,8 +206,8 @@ class Reconciler:
         record.state, record.error = state, error
         record.transitions.append((state, time.time()))
         del record.transitions[:-_MAX_TRANSITIONS]
-        log = logger.warning if error else logger.info
-        log("model %s: %s%s", record.key, state.value, f" ({error})" if error else "")
+        level = logging.WARNING if error else logging.INFO if state in _TOLD_STATES else logging.DEBUG
+        logger.log(level, "model %s: %s%s", record.key, state.value, f" ({error})" if error else "")
         self._count_states(record.name)
 
     def _count_states(self, name: str) -> None:

@@ -62,7 +62,7 @@ class GrpcServer:
         self._server = server
         await self._refresh_health()
         self._health_task = asyncio.get_running_loop().create_task(self._watch_health(), name="grpc-health")
-        logger.info("gRPC listening on %s:%d (%s)", self.settings.host, self.port, ", ".join(self._services))
+        logger.debug("gRPC listening on %s:%d (%s)", self.settings.host, self.port, ", ".join(self._services))
 
     async def stop(self, grace_s: float) -> None:
         """Report NOT_SERVING, refuse new calls, and give calls in flight ``grace_s`` to finish."""
