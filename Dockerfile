@@ -37,7 +37,8 @@ COPY service ./service
 RUN pip install --no-cache-dir --no-deps .
 
 # ---------------------------------------------------------------------------------------------
-# Runtime: non-root user, the bundled model repository, `python -m service` as the entrypoint.
+# Runtime: non-root user, the bundled model repository, `cnn-serving serve` (python -m service) as the
+# entrypoint; the `cnn-serving` command (client commands too) is on PATH.
 FROM base AS runtime
 RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid app --no-log-init --create-home --home-dir /home/app --shell /usr/sbin/nologin app
@@ -47,7 +48,7 @@ ENV CNN_MODEL_REPOSITORY=/app/model_repository \
     CNN_HOST=0.0.0.0 \
     CNN_PORT=8000 \
     CNN_GRPC_PORT=8500
-COPY docker/entrypoint.sh /usr/local/bin/cnn-serving
+COPY docker/entrypoint.sh /usr/local/bin/cnn-serving-entrypoint
 COPY docker/healthcheck.py /usr/local/bin/cnn-serving-healthcheck
 # HTTP (REST APIs, the explorer page) and gRPC (KServe v2 and TF Serving services); run the way TF
 # Serving's image is run (MODEL_NAME, MODEL_BASE_PATH), REST moves to TF Serving's 8501.
@@ -56,7 +57,7 @@ EXPOSE 8000 8500 8501
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "/usr/local/bin/cnn-serving-healthcheck"]
 USER 10001:10001
-ENTRYPOINT ["/usr/local/bin/cnn-serving"]
+ENTRYPOINT ["/usr/local/bin/cnn-serving-entrypoint"]
 
 # ---------------------------------------------------------------------------------------------
 FROM runtime AS cpu

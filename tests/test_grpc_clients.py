@@ -249,7 +249,7 @@ def test_health_checking_and_reflection(channel):
             "tensorflow.serving.ModelService", "grpc.health.v1.Health"} <= services  # fmt: skip
 
 
-def test_calls_outside_the_implemented_ones_are_unimplemented(channel, triton):
+def test_calls_outside_the_implemented_ones_are_unimplemented(server, channel, triton):
     from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc
 
     with pytest.raises(grpc.RpcError) as classify:
@@ -261,6 +261,18 @@ def test_calls_outside_the_implemented_ones_are_unimplemented(channel, triton):
 
     with pytest.raises(InferenceServerException, match="UNIMPLEMENTED"):
         triton.get_model_config("fashion_cnn")
+    assert "Traceback" not in server.log() and "NotImplementedError" not in server.log()
+
+
+def test_versions_are_ascii_digits_over_grpc(channel):
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    for version in ("²", "١", "0_1", " 1", "9" * 5000):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelReady(service_pb2.ModelReadyRequest(name="fashion_cnn", version=version), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, version
+    assert stub.ModelReady(service_pb2.ModelReadyRequest(name="fashion_cnn", version="1"), timeout=10).ready
 
 
 # -- the API key -----------------------------------------------------------------------------------------
@@ -280,7 +292,19 @@ def test_api_key_through_metadata(bundled_repository, tmp_path, images):
         )
         bearer = client.infer("lenet5", [tensor], headers={"authorization": "Bearer s3cret"})
         assert bearer.as_numpy("probabilities").shape == (IMAGES, 10)
+        with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):  # unimplemented ones too
+            client.get_model_config("lenet5")
+        with pytest.raises(InferenceServerException, match="UNIMPLEMENTED"):
+            client.get_model_config("lenet5", headers={"x-api-key": "s3cret"})
         client.close()
+        with grpc.insecure_channel(keyed.grpc_target) as channel:  # a repeated key is refused, as over HTTP
+            from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            twice = (("x-api-key", "wrong"), ("x-api-key", "s3cret"))
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ServerReady(service_pb2.ServerReadyRequest(), metadata=twice, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 # -- metrics and shutdown ---------------------------------------------------------------------------------

@@ -15,22 +15,15 @@ from tritonclient.grpc import service_pb2 as pb
 
 from service.core import tensors
 from service.core.errors import InvalidInput
-from service.core.request import Api, InferenceRequest, InferenceResult, Target
+from service.core.request import Api, InferenceRequest, InferenceResult, Target, version_or_label
 
 _TYPED_FIELDS = {**{d.v2: d.v2_field for d in tensors.DTYPES}, tensors.BYTES_V2: "bytes_contents"}
 _ALL_FIELDS = tuple(field.name for field in pb.InferTensorContents.DESCRIPTOR.fields)
 
 
-def version_ref(version: str) -> int | str | None:
-    """``model_version``: empty is the default version, a number a version, anything else a label."""
-    if not version:
-        return None
-    return int(version) if version.isdigit() else version
-
-
 def target(message: pb.ModelInferRequest) -> Target:
     """The model version a ``ModelInfer`` call is for."""
-    return Target(message.model_name, version_ref(message.model_version))
+    return Target(message.model_name, version_or_label(message.model_version))
 
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor):

@@ -36,6 +36,9 @@ class InvalidInput(ServiceError):
 class Unauthorized(ServiceError):
     status_code = 401
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="cnn-serving"'})
+
 
 class NotFound(ServiceError):
     """Unknown model, version or layer."""
@@ -64,7 +67,12 @@ class UnsupportedMediaType(ServiceError):
 
 
 class ModelNotReady(ServiceError):
+    """The version is loading, unloading or failed; the client should retry after ``Retry-After`` seconds."""
+
     status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class Overloaded(ServiceError):
@@ -82,6 +90,12 @@ class InferenceTimeout(ServiceError):
 
 class InferenceFailed(ServiceError):
     status_code = 500
+
+
+class Unimplemented(ServiceError):
+    """A call of a protocol this server does not implement (gRPC UNIMPLEMENTED)."""
+
+    status_code = 501
 
 
 class ErrorBody(BaseModel):

@@ -8,12 +8,14 @@ arrays, raw bytes), so they are slotted dataclasses; wire schemas are pydantic m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
 from contract import ModelCard
+from service.core.errors import InvalidInput
 from service.core.tensors import TensorInput
 
 
@@ -66,6 +68,28 @@ class Explanation:
     heatmaps: np.ndarray  # (n, h, w) float32
     probabilities: np.ndarray  # (n, classes)
     inputs: np.ndarray  # (n, h, w, channels): the model input the heatmaps lie over
+
+
+_VERSION = re.compile(r"[0-9]{1,18}")
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def version_number(text: str) -> int:
+    """A version number as a path or message names it: ASCII digits only, the same in every transport."""
+    if not _VERSION.fullmatch(text):
+        raise InvalidInput(f"model version must be a number of ASCII digits, got {text[:40]!r}")
+    return int(text)
+
+
+def version_or_label(text: str) -> int | str | None:
+    """A field that names a version number or a label (v2 gRPC ``model_version``); empty: the default."""
+    if not text:
+        return None
+    if text[0].isascii() and text[0].isdigit():
+        return version_number(text)
+    if not _LABEL.fullmatch(text):
+        raise InvalidInput(f"model version must be a number or a label, got {text[:40]!r}")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

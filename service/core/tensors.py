@@ -121,6 +121,8 @@ def to_array(tensor: TensorInput) -> np.ndarray:
             raise InvalidInput(f"{len(values)} bytes are not a whole number of {dtype.v2} values")
         return np.frombuffer(values, dtype=dtype.numpy).reshape(shape)
     array = json_array(values) if isinstance(values, list) else np.asarray(values)
+    if array.dtype == np.bool_:
+        raise InvalidInput("tensor must contain only numbers, not true or false")
     if shape is not None:
         element_count(shape, array.size, "values")
         array = array.reshape(shape)
@@ -161,6 +163,8 @@ def _flatten_nested(data: object) -> np.ndarray:
             raise ValueError(f"lists of lengths {sorted(lengths)[:4]} at depth {len(shape)}")
         shape.append(lengths.pop())
         items = list(chain.from_iterable(items))
+    if bool in set(map(type, items)):  # numpy would read true as 1
+        raise TypeError("true and false are not pixel values")
     return np.array(items).reshape(shape)
 
 

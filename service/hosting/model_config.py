@@ -76,7 +76,7 @@ class VersionPolicy(_Strict):
         kind, _, count = text.partition(":")
         if kind == "all" and not count:
             return cls(all=All())
-        if kind == "latest" and (not count or count.isdigit()):
+        if kind == "latest" and (not count or (count.isascii() and count.isdigit())):
             return cls(latest=Latest(num_versions=int(count or 1)))
         raise ValueError(f"version policy must be 'latest', 'latest:N' or 'all', not {text!r}")
 
@@ -165,7 +165,7 @@ def repository_sources(root: Path, wanted: list[str], policy: VersionPolicy) -> 
     for entry in wanted:
         name, _, version = entry.partition(":")
         if version:
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):
                 raise ConfigError(f"entry {entry!r}: the version must be a number", "models")
             versions = pinned.setdefault(name, set())
             if versions is not None:

@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import TypeVar
 
 from service.core.errors import ModelLoadFailed, NotFound
@@ -33,7 +34,7 @@ from service.hosting.labels import LabelBook
 from service.hosting.loader import LoadError, load_model
 from service.hosting.model_config import LabelTarget, ModelSource, ModelSources, VersionPolicy
 from service.hosting.planner import PlanOptions
-from service.hosting.scan import Fingerprint, VersionDir, scan_versions
+from service.hosting.scan import Fingerprint, VersionDir, scan_models
 from service.hosting.table import ModelTable
 from service.hosting.versions import VersionRecord, VersionState
 
@@ -66,6 +67,7 @@ class Reconciler:
         self._inference = inference  # the threads batchers run model calls in
         self._loader = loader  # one thread: scans and loads, one at a time
         self._seen: dict[str, Fingerprint] = {}  # each version directory's files at the previous scan
+        self._reported: set[Path] = set()  # odd names under a base path, logged once
         self._held: dict[str, ModelPrint | None] = {}  # unloaded on request: the directory at that time
         self._lock = asyncio.Lock()
         self._synced_once = False
@@ -81,9 +83,10 @@ class Reconciler:
             if self.settings.model_config_file is not None:
                 self.table.required |= {source.name for source in sources}
             chosen = [s for s in sources if only in (None, s.name)]
-            scans = await self._in_loader(lambda: {s.name: scan_versions(s.base_path) for s in chosen})
+            scans = await self._in_loader(scan_models, {s.name: s.base_path for s in chosen}, self._reported)
             for source in chosen:
-                await self._sync_model(source, scans[source.name], trust_files or not self._synced_once)
+                if scans[source.name] is not None:
+                    await self._sync_model(source, scans[source.name], trust_files or not self._synced_once)
             if only is None:
                 for name in set(self.table.records) - {s.name for s in sources}:  # dropped from the config
                     for record in self.table.versions(name):

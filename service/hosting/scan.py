@@ -9,11 +9,16 @@ not loaded half-written.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
+
 SAVED_MODEL_FILE = "saved_model.pb"
+VERSION_NAME = re.compile(r"[0-9]{1,18}")
 
 # (path relative to the version directory, size, modification time in ns) of every file.
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -44,14 +49,30 @@ def fingerprint(path: Path) -> Fingerprint:
     return tuple(sorted(entries))
 
 
-def scan_versions(base_path: Path) -> dict[int, VersionDir]:
-    """The version directories under ``base_path`` (none when it does not exist)."""
+def scan_versions(base_path: Path, reported: set[Path] | None = None) -> dict[int, VersionDir]:
+    """The version directories under ``base_path`` (none when it does not exist): directories named by
+    ASCII digits. Any other visible name is logged once (``reported`` remembers which) and ignored."""
     try:
         children = list(base_path.iterdir())
     except OSError:
         return {}
     found = {}
     for child in children:
-        if child.name.isdigit() and int(child.name) > 0 and child.is_dir():
+        if VERSION_NAME.fullmatch(child.name) and int(child.name) > 0 and child.is_dir():
             found[int(child.name)] = VersionDir(int(child.name), child, fingerprint(child))
+        elif not child.name.startswith(".") and reported is not None and child not in reported:
+            reported.add(child)
+            logger.warning("ignoring %s: a version directory is named by ASCII digits (1, 2, ...)", child)
     return found
+
+
+def scan_models(base_paths: dict[str, Path], reported: set[Path]) -> dict[str, dict[int, VersionDir] | None]:
+    """Each model's version directories; ``None`` (logged) for a model whose scan failed: the others go on."""
+    scans: dict[str, dict[int, VersionDir] | None] = {}
+    for name, base_path in base_paths.items():
+        try:
+            scans[name] = scan_versions(base_path, reported)
+        except Exception:
+            logger.exception("scanning model %s in %s failed", name, base_path)
+            scans[name] = None
+    return scans

@@ -40,7 +40,8 @@ def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image
     except Image.DecompressionBombError:  # Pillow's own limit, far above any sane max_pixels
         raise PayloadTooLarge(f"{what}: image size exceeds the limit of {max_pixels} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidInput(f"{what}: truncated or corrupt image header ({exc})") from None
+        logger.info("%s: unreadable image header: %s", what, exc)
+        raise InvalidInput(f"{what}: truncated or corrupt image header") from None
     width, height = image.size
     if width < 1 or height < 1:
         raise InvalidInput(f"{what}: image has no pixels ({width}×{height})")
@@ -50,7 +51,8 @@ def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image
         image.seek(0)
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidInput(f"{what}: truncated or corrupt {image.format} data ({exc})") from None
+        logger.info("%s: unreadable %s data: %s", what, image.format, exc)
+        raise InvalidInput(f"{what}: truncated or corrupt {image.format} data") from None
     return upright(image)
 
 
@@ -71,13 +73,15 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         image = Image.alpha_composite(background, rgba)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise InvalidInput("image has NaN or infinite pixel values")
         span = array.max() - array.min()
         scaled = (array - array.min()) / span * 255 if span else np.zeros_like(array)
         return Image.fromarray(scaled.astype(np.uint8), mode="L")
     try:
         return image.convert("L")
-    except ValueError as exc:  # modes Pillow cannot convert, e.g. LAB
-        raise InvalidInput(f"unsupported image mode {image.mode} ({exc})") from None
+    except ValueError:  # modes Pillow cannot convert, e.g. LAB
+        raise InvalidInput(f"unsupported image mode {image.mode}") from None
 
 
 def has_light_background(gray: Image.Image) -> bool:

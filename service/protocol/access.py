@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from service.core.errors import Forbidden, Unauthorized
 from service.core.settings import Settings
 
 
-def check_api_key(expected: str | None, x_api_key: str | None, authorization: str | None) -> None:
-    """401 unless no key is set, or ``X-API-Key`` or ``Authorization: Bearer`` carries it."""
+def check_api_key(expected: str | None, x_api_keys: Sequence[str], authorizations: Sequence[str]) -> None:
+    """401 unless no key is set, or ``X-API-Key`` or ``Authorization: Bearer`` carries it (each header
+    once: a repeated one is refused, over HTTP and gRPC alike)."""
     if not expected:
         return
-    supplied = x_api_key
+    if len(x_api_keys) > 1 or len(authorizations) > 1:
+        raise Unauthorized("send the API key once (X-API-Key or Authorization: Bearer), not repeated")
+    supplied = x_api_keys[0] if x_api_keys else None
+    authorization = authorizations[0] if authorizations else None
     if not supplied and authorization and authorization.lower().startswith("bearer "):
         supplied = authorization[7:].strip()
     if not supplied or not secrets.compare_digest(supplied.encode(), expected.encode()):

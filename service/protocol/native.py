@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from contract import ModelSummary, TensorSpec
 from service.hosting.explain import default_gradcam_layer, gradcam_layers
@@ -65,7 +65,7 @@ class LabelAssignment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int | Literal["latest"]
+    version: StrictInt | Literal["latest"]
 
 
 class Liveness(BaseModel):

@@ -19,12 +19,11 @@ async def get_plane(request: Request) -> DataPlane:
 async def require_api_key(request: Request) -> None:
     """When ``CNN_API_KEY`` is set, require ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-    A router dependency. A repeated header counts by its first value.
+    A router dependency.
     """
+    headers = request.headers
     check_api_key(
-        request.app.state.plane.settings.api_key,
-        request.headers.get("x-api-key"),
-        request.headers.get("authorization"),
+        request.app.state.plane.settings.api_key, headers.getlist("x-api-key"), headers.getlist("authorization")
     )
 
 

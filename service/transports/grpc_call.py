@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
-from service.core.errors import ModelNotReady, Overloaded, ServiceError
+from service.core.errors import ModelNotReady, Overloaded, ServiceError, Unimplemented
 from service.inference.pipeline import Reader
 from service.protocol.access import check_api_key
 from service.protocol.plane import DataPlane
@@ -30,6 +31,7 @@ _CODES = {
     413: grpc.StatusCode.INVALID_ARGUMENT,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
@@ -57,8 +59,12 @@ class RpcContext:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-            check_api_key(self.plane.settings.api_key, metadata.get("x-api-key"), metadata.get("authorization"))
+            metadata = [(key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)]
+            check_api_key(
+                self.plane.settings.api_key,
+                [value for key, value in metadata if key == "x-api-key"],
+                [value for key, value in metadata if key == "authorization"],
+            )
             async with asyncio.timeout(context.time_remaining()):
                 return await work()
         except ServiceError as exc:
@@ -79,6 +85,25 @@ class RpcContext:
             self.plane.metrics.requests.labels("GRPC", route, known, code.name).inc()
             self.plane.metrics.latency.labels("GRPC", route, known).observe(time.perf_counter() - started)
         raise AssertionError("unreachable: context.abort raises")
+
+
+def answer_unimplemented(servicer: object, base: type, service: ServiceDescriptor, rpc: RpcContext) -> None:
+    """The service's RPCs that ``servicer`` does not implement answer UNIMPLEMENTED through
+    :meth:`RpcContext.call` (API key checked, counted, no traceback), not through the generated base
+    class, which raises. Call before the servicer is registered."""
+    for method in service.methods:
+        if getattr(type(servicer), method.name) is getattr(base, method.name):
+            setattr(servicer, method.name, _unimplemented(rpc, f"/{service.full_name}/{method.name}"))
+
+
+def _unimplemented(rpc: RpcContext, route: str) -> Callable[..., Awaitable[None]]:
+    async def answer(_request: object, context: grpc.aio.ServicerContext) -> None:
+        async def work() -> None:
+            raise Unimplemented(f"{route} is not implemented by this server")
+
+        await rpc.call(context, route, "", work)
+
+    return answer
 
 
 def message_reader(message: Message) -> Reader[Message]:

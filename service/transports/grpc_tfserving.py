@@ -4,7 +4,7 @@
 ``Predict`` goes through the same pipeline entry as REST, with the pure codec of
 :mod:`service.codecs.tfserving_grpc`; metadata and status are the protocol layer's views
 (:mod:`service.protocol.tfserving`), as protos. ``Classify``, ``Regress``, ``MultiInference`` and
-``HandleReloadConfigRequest`` answer UNIMPLEMENTED, as the generated base classes do.
+``HandleReloadConfigRequest`` answer UNIMPLEMENTED, after the API key check, like every RPC.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 from service.codecs import tfserving_grpc
 from service.core.errors import InvalidInput
 from service.protocol import tfserving as views
-from service.transports.grpc_call import RpcContext, message_reader
+from service.transports.grpc_call import RpcContext, answer_unimplemented, message_reader
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
@@ -86,6 +86,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 def add_to(server: grpc.aio.Server, rpc: RpcContext) -> list[str]:
     """Register both services on ``server``; return their full names."""
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(rpc), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(rpc), server)
+    prediction = PredictionServicer(rpc)
+    answer_unimplemented(prediction, prediction_service_pb2_grpc.PredictionServiceServicer,
+                         prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"], rpc)  # fmt: skip
+    models = ModelServicer(rpc)
+    answer_unimplemented(models, model_service_pb2_grpc.ModelServiceServicer,
+                         model_service_pb2.DESCRIPTOR.services_by_name["ModelService"], rpc)  # fmt: skip
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
     return [PREDICTION_SERVICE, MODEL_SERVICE]

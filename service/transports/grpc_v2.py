@@ -3,7 +3,7 @@
 Health, metadata, ``ModelInfer`` (through the same pipeline entry as REST, with the pure codec of
 :mod:`service.codecs.v2_grpc`) and the model repository RPCs. The other RPCs of the upstream service
 (streaming, model config and statistics, shared memory, trace and log settings) answer UNIMPLEMENTED,
-as the generated base class does.
+after the API key check, like every RPC.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from service.codecs import v2_grpc
+from service.core.request import version_or_label
 from service.protocol import v2 as views
 from service.protocol.access import check_model_control
-from service.transports.grpc_call import RpcContext, message_reader
+from service.transports.grpc_call import RpcContext, answer_unimplemented, message_reader
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
@@ -49,7 +50,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         async def work() -> pb.ModelReadyResponse:
-            ready = views.model_ready(self.plane.table, request.name, v2_grpc.version_ref(request.version))
+            ready = views.model_ready(self.plane.table, request.name, version_or_label(request.version))
             return pb.ModelReadyResponse(ready=ready.ready)
 
         return await self.rpc.call(context, _route("ModelReady"), request.name, work)
@@ -66,7 +67,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         async def work() -> pb.ModelMetadataResponse:
-            info = views.model_metadata(self.plane.table, request.name, v2_grpc.version_ref(request.version))
+            info = views.model_metadata(self.plane.table, request.name, version_or_label(request.version))
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
                 name=info.name,
@@ -121,5 +122,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 def add_to(server: grpc.aio.Server, rpc: RpcContext) -> list[str]:
     """Register the service on ``server``; return its full name."""
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(rpc), server)
+    servicer = InferenceServicer(rpc)
+    answer_unimplemented(
+        servicer,
+        service_pb2_grpc.GRPCInferenceServiceServicer,
+        pb.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+        rpc,
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     return [SERVICE]

@@ -117,7 +117,7 @@ async def delete_label(name: str, label: str, plane: Annotated[DataPlane, Depend
 async def model_detail(
     name: str,
     plane: Annotated[DataPlane, Depends(get_plane)],
-    version: int | None = None,
+    version: str | None = None,
     label: str | None = None,
 ) -> ModelDetail:
     return views.model_detail(plane.table, name, version_ref(version, label))
@@ -129,7 +129,7 @@ async def model_detail(
 async def model_summary(
     name: str,
     plane: Annotated[DataPlane, Depends(get_plane)],
-    version: int | None = None,
+    version: str | None = None,
     label: str | None = None,
 ) -> ModelSummary:
     detail = views.model_detail(plane.table, name, version_ref(version, label))
@@ -153,7 +153,7 @@ async def predict(
     name: str,
     request: Request,
     plane: Annotated[DataPlane, Depends(get_plane)],
-    version: int | None = None,
+    version: str | None = None,
     label: str | None = None,
     top: Annotated[int | None, Query(alias="top_k", ge=1, description="How many classes to rank.")] = None,
     polarity: Annotated[Polarity, Query(description="auto: invert light backgrounds.")] = Polarity.auto,
@@ -179,7 +179,7 @@ async def feature_maps(
     name: str,
     request: Request,
     plane: Annotated[DataPlane, Depends(get_plane)],
-    version: int | None = None,
+    version: str | None = None,
     label: str | None = None,
     layer: Annotated[str | None, Query(description="Layer name; all layers when omitted (JSON only).")] = None,
     format: Annotated[Literal["json", "png"] | None, Query(description="Response format.")] = None,
@@ -211,7 +211,7 @@ async def explain(
     request: Request,
     plane: Annotated[DataPlane, Depends(get_plane)],
     spec: Annotated[ExplainSpec, Depends(explain_spec)],
-    version: int | None = None,
+    version: str | None = None,
     label: str | None = None,
     format: Annotated[Literal["json", "png"] | None, Query(description="Response format.")] = None,
     polarity: Annotated[Polarity, Query()] = Polarity.auto,

@@ -15,11 +15,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from service.core.errors import InvalidInput, describe_validation
+from service.core.errors import InvalidInput, PayloadTooLarge, describe_validation
 from service.core.wire import json_response
 from service.protocol.plane import DataPlane
 from service.protocol.v2 import IndexEntry, repository_index
 from service.transports.dependencies import get_plane, require_api_key, require_model_control
+
+MAX_CONTROL_BODY = 4096
 
 router = APIRouter(
     prefix="/v2/repository", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)]
@@ -42,8 +44,11 @@ class ControlRequest(BaseModel):
 
 
 async def _body(request: Request, schema: type[BaseModel]) -> Any:
-    """The optional JSON body (empty is accepted), checked against ``schema``."""
+    """The optional JSON body (empty is accepted), checked against ``schema``; these bodies are a few
+    bytes, so one over :data:`MAX_CONTROL_BODY` is refused before it is parsed (on the event loop)."""
     raw = await request.body()
+    if len(raw) > MAX_CONTROL_BODY:
+        raise PayloadTooLarge(f"a repository request body is at most {MAX_CONTROL_BODY} bytes, got {len(raw)}")
     try:
         return schema.model_validate_json(raw or b"{}")
     except ValidationError as exc:

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.core.errors import InvalidInput
+from service.core.request import version_number
 from service.inference.pipeline import Reader
 
 
@@ -36,17 +36,12 @@ def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) ->
     return register
 
 
-def version_ref(version: int | str | None, label: str | None) -> int | str | None:
+def version_ref(version: str | None, label: str | None) -> int | str | None:
     """What to look up from a route's path: a version number, a label (a string), or ``None`` for the
-    default version; 400 when a version is not a number."""
+    default version; 400 when a version is not ASCII digits."""
     if label is not None:
         return label
-    if version is None or isinstance(version, int):
-        return version
-    try:
-        return int(version)
-    except ValueError:
-        raise InvalidInput(f"model version must be an integer, got {version!r}") from None
+    return None if version is None else version_number(version)
 
 
 def body_reader(request: Request) -> Reader[bytes]:
