@@ -26,7 +26,8 @@ from service.protocol.plane import DataPlane
 from service.transports import rest_health, rest_native, rest_repository, rest_tfserving, rest_v2
 from service.transports.explorer import add_explorer
 from service.transports.grpc_server import GrpcServer
-from service.transports.limits import BodySizeLimit
+from service.transports.headers import SecurityHeaders
+from service.transports.limits import BodySizeLimit, HostCheck
 
 logger = logging.getLogger("service")
 
@@ -92,5 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_explorer(app)
     # Middlewares, innermost first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.checks_host:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=lambda: host.table.names)
     return app

@@ -19,6 +19,8 @@ os.environ.setdefault("CNN_GRPC_PORT", "0")
 # tests/test_service_precision.py covers the measured choice (CNN_RUNTIME=auto, CNN_PRECISION=auto).
 os.environ.setdefault("CNN_RUNTIME", "tensorflow")
 os.environ.setdefault("CNN_PRECISION", "fp32")
+# FastAPI's TestClient sends Host: testserver; a loopback-bound server answers only names it knows.
+os.environ.setdefault("CNN_ALLOWED_HOSTS", "testserver")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # CNN_TEST_MODEL_REPOSITORY points the tests at another repository with the same layout.

@@ -347,6 +347,39 @@ def test_sigterm_lets_grpc_calls_in_flight_finish(bundled_repository, tmp_path):
         assert "gRPC stopped" in process.log()
 
 
+def test_sigterm_stops_grpc_admission_at_once_while_http_drains(bundled_repository, tmp_path):
+    """An HTTP request still arriving keeps uvicorn draining; gRPC must not wait for it to refuse calls."""
+    import signal
+    import socket
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    env = {"CNN_POLL_INTERVAL_S": "0", "CNN_MODELS": '["lenet5"]', "CNN_SHUTDOWN_TIMEOUT_S": "8"}
+    with running_server(bundled_repository, tmp_path / "server.log", env) as process:
+        with socket.create_connection(("127.0.0.1", process.port)) as slow:
+            slow.sendall(b"POST /v1/models/lenet5:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")  # fmt: skip
+            time.sleep(0.3)  # the request is in flight
+            process.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            status = None
+            while time.monotonic() - signalled < 2.0:
+                try:
+                    with grpc.insecure_channel(process.grpc_target) as channel:
+                        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                        status = check.status
+                except grpc.RpcError as exc:
+                    status = exc.code()
+                if status != health_pb2.HealthCheckResponse.SERVING:
+                    break
+                time.sleep(0.05)
+            refused_after = time.monotonic() - signalled
+            assert status != health_pb2.HealthCheckResponse.SERVING and refused_after < 0.5, (status, refused_after)
+            assert process.alive()  # HTTP is still draining the slow request
+        assert process.process.wait(timeout=60) == 0
+
+
 def test_a_grpc_port_in_use_stops_the_start_with_a_clear_error(bundled_repository):
     import socket
 

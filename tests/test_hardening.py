@@ -120,3 +120,38 @@ def test_a_new_version_is_served_beside_odd_names(bundled_repository: Path, tmp_
         publish(bundled_repository / MODEL / "1", repository / MODEL, 2)
         client.portal.call(app.state.host.reconciler.sync)
         assert client.get(f"/api/v1/models/{MODEL}").json()["version"] == 2
+
+
+# -- HTTP hygiene --------------------------------------------------------------------------------------------
+def test_security_headers_on_every_response(client):
+    for path in ("/", "/health/live", "/api/v1/models", "/api/v1/models/nope", "/docs"):
+        response = client.get(path)
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
+    assert "'unsafe-inline'" not in client.get("/").headers["content-security-policy"]  # the explorer page
+
+
+def test_a_loopback_server_answers_only_its_own_names(client):
+    assert client.get("/health/live", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/health/live", headers={"Host": "localhost"}).status_code == 200
+    assert client.get("/health/live", headers={"Host": "[::1]:8000"}).status_code == 200
+    rebound = client.get("/api/v1/models", headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 400 and "CNN_ALLOWED_HOSTS" in rebound.json()["error"]
+
+
+def test_model_control_refuses_what_a_browser_sends_cross_site(bundled_repository: Path, tmp_path: Path):
+    repository = _repository(tmp_path, bundled_repository)
+    settings = Settings(model_repository=repository, poll_interval_s=0)  # loopback: control allowed, no key
+    with TestClient(create_app(settings)) as client:
+        unload = f"/v2/repository/models/{MODEL}/unload"
+        form = client.post(unload, content=b"x", headers={"Content-Type": "text/plain"})  # a "simple" request
+        assert form.status_code == 415
+        other_site = client.post(
+            unload, headers={"Origin": "http://attacker.example", "Content-Type": "application/json"}
+        )
+        assert other_site.status_code == 403 and "origin" in other_site.json()["error"]
+        label = client.put(f"/api/v1/models/{MODEL}/labels/stable", json={"version": 1}, headers={"Origin": "null"})
+        assert label.status_code == 403
+        assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200  # still loaded
+        same_site = client.post(unload, headers={"Origin": "http://testserver"})  # the explorer's own origin
+        assert same_site.status_code == 200 and client.get(f"/v2/models/{MODEL}/ready").status_code == 503

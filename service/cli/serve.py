@@ -10,6 +10,7 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -28,6 +29,7 @@ from pydantic_settings import SettingsError
 from service.cli.errors import ConfigurationError, describe, env_name
 from service.core.settings import Settings
 from service.hosting.model_config import ConfigError, ModelSources, VersionPolicy
+from service.transports.http_protocol import with_header_deadline
 
 logger = logging.getLogger("service")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -259,7 +261,30 @@ def quiet_native_logs(settings: Settings) -> None:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, minus re-raising the caught signal after a graceful shutdown (exit status 0)."""
+    """uvicorn's server, minus re-raising the caught signal after a graceful shutdown (exit status 0), and
+    with gRPC refusing new calls as soon as the signal arrives, as HTTP does (not after HTTP has drained)."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _grpc_stop: asyncio.Task | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        app = self.config.loaded_app
+        while app is not None and not hasattr(app, "state"):  # under uvicorn's own middlewares
+            app = getattr(app, "app", None)
+        grpc_server = getattr(getattr(app, "state", None), "grpc", None)
+        loop = self._loop
+        if grpc_server is not None and loop is not None and self._grpc_stop is None:
+            grace = self.config.timeout_graceful_shutdown or 0.0
+
+            def stop() -> None:
+                self._grpc_stop = loop.create_task(grpc_server.stop(grace))
+
+            loop.call_soon_threadsafe(stop)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -290,8 +315,8 @@ def run(settings: Settings, variables: Mapping[str, str]) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         loop="uvloop",
-        http="httptools",
+        http=with_header_deadline(settings.header_timeout_s),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        timeout_keep_alive=5,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
     Server(config).run()

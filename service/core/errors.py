@@ -88,6 +88,12 @@ class InferenceTimeout(ServiceError):
     status_code = 504
 
 
+class ClientGone(ServiceError):
+    """The client closed its connection before the answer (nginx's 499; nobody reads the body)."""
+
+    status_code = 499
+
+
 class InferenceFailed(ServiceError):
     status_code = 500
 

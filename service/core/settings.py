@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="End-to-end limit on one inference (504 after it).")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image, width × height (413).")
+    max_request_pixels: int = Field(
+        80_000_000, ge=1, description="Most pixels the images of one request may hold in all (413 above)."
+    )
     max_images_per_request: int = Field(256, ge=1, description="Most images in one request (413 above).")
     max_feature_map_images: int = Field(
         8, ge=1, description="Most images in one feature-map request (every layer's activations: ~1.5 MB each)."
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
         "unset: measured at load; []: never pad.",
     )
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names a loopback-bound server answers besides localhost, 127.0.0.1 and ::1 (it refuses "
+        "others: DNS rebinding), as a JSON list or comma-separated.",
+    )
     api_key: str | None = Field(
         None,
         pattern=r"^\S+$",
@@ -98,12 +106,18 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8500, ge=0, le=65535, description="gRPC port (KServe v2 and TF Serving services, health, reflection); 0: off."
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A connection must send each request's headers within this time."
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="An idle keep-alive connection is closed after this."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Logging level: critical, error, warning, info or debug (debug also shows TensorFlow's)."
     )
     access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "allowed_hosts", mode="before")
     @classmethod
     def _names(cls, value: object) -> object:
         """A JSON list, or names separated by commas (an empty string: every model)."""
@@ -124,6 +138,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def checks_host(self) -> bool:
+        """A loopback bind answers only to the names that reach it (a rebound DNS name is refused)."""
+        return _is_loopback(self.host)
 
     @property
     def model_control_allowed(self) -> bool:

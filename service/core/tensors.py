@@ -150,6 +150,10 @@ def length_prefixed(raw: bytes) -> list[bytes]:
     return elements
 
 
+class _Booleans(Exception):
+    """``true`` or ``false`` among the values."""
+
+
 def _flatten_nested(data: object) -> np.ndarray:
     """Nested lists → array, level by level: about twice as fast as ``np.asarray`` on a JSON tensor.
 
@@ -164,7 +168,7 @@ def _flatten_nested(data: object) -> np.ndarray:
         shape.append(lengths.pop())
         items = list(chain.from_iterable(items))
     if bool in set(map(type, items)):  # numpy would read true as 1
-        raise TypeError("true and false are not pixel values")
+        raise _Booleans
     return np.array(items).reshape(shape)
 
 
@@ -172,6 +176,8 @@ def json_array(data: object) -> np.ndarray:
     """Nested JSON lists of numbers → a numpy array; ragged, boolean or string data is refused."""
     try:
         array = _flatten_nested(data)
+    except _Booleans:
+        raise InvalidInput("tensor must contain only numbers, not true or false") from None
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"tensor is not a rectangular array of numbers ({exc})") from None
     if array.dtype == object or array.dtype.kind not in "uif":  # no booleans, no strings

@@ -146,7 +146,7 @@ def read_config(path: Path) -> list[ModelSource]:
     except OSError as exc:
         raise ConfigError(f"model config {path} cannot be read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"model config {path} is not valid JSON: {exc}") from None
+        raise ConfigError(f"model config {path} is invalid: not JSON ({exc})") from None
     except ValidationError as exc:
         raise ConfigError(f"model config {path} is invalid: {describe_validation(exc, 'config')}") from None
     return [

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TypeVar
@@ -27,7 +28,15 @@ from typing import TypeVar
 import numpy as np
 
 from contract import ModelCard
-from service.core.errors import InferenceFailed, InvalidInput, NotFound, Overloaded, PayloadTooLarge
+from service.core.errors import (
+    ClientGone,
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+)
 from service.core.metrics import Metrics
 from service.core.request import (
     ExplainMethod,
@@ -35,13 +44,14 @@ from service.core.request import (
     InferenceRequest,
     InferenceResult,
     Operation,
+    Polarity,
     Target,
 )
 from service.core.settings import Settings
 from service.hosting.explain import gradcam_layers
 from service.hosting.table import ModelTable
 from service.hosting.versions import VersionRecord
-from service.inference.preprocess import images_to_batch, tensor_to_batch
+from service.inference.preprocess import decoded_bytes, images_to_batch, tensor_to_batch
 
 logger = logging.getLogger(__name__)
 
@@ -70,24 +80,30 @@ class InferencePipeline:
         read: Reader[W],
         decode: Callable[[W], InferenceRequest],
         encode: Callable[[InferenceResult], T],
+        gone: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
-        """Admit, read, decode, run and encode one request (errors raise :class:`~service.core.errors.ServiceError`)."""
+        """Admit, read, decode, run and encode one request (errors raise :class:`~service.core.errors.ServiceError`).
+
+        ``gone`` returns when the client has gone away: long image decoding then stops.
+        """
         with self.table.hold(target.model, target.version) as record:  # not unloaded until done
             if target.operation is Operation.classify:
                 record.batcher.admit()  # an early 503, before the body is read
             wire, size = await read()
             request = await self._call(size > _OFFLOAD_BYTES, decode, wire)
             del wire
-            result = await self.run(request, record)
+            result = await self.run(request, record, gone)
         return await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
 
-    async def run(self, request: InferenceRequest, record: VersionRecord) -> InferenceResult:
+    async def run(
+        self, request: InferenceRequest, record: VersionRecord, gone: Callable[[], Awaitable[None]] | None = None
+    ) -> InferenceResult:
         """Run a decoded request on a held version."""
         model, card = record.loaded, record.card
         layers = _checked_outputs(request, card, record.name)
         spec = _checked_explain(request, card, record.name)
         self._check_count(request)
-        images = await self._model_input(request, card)
+        images = await self._model_input(request, card, gone)
         if request.operation is Operation.classify:
             probabilities = await record.batcher.submit(images)
             result = InferenceResult(request, record.name, record.version, card, probabilities=probabilities)
@@ -109,22 +125,56 @@ class InferencePipeline:
         if request.count > limit:
             raise PayloadTooLarge(f"{request.count} images in one request exceeds the limit of {limit}{what}")
 
-    async def _model_input(self, request: InferenceRequest, card: ModelCard) -> np.ndarray:
+    async def _model_input(
+        self, request: InferenceRequest, card: ModelCard, gone: Callable[[], Awaitable[None]] | None
+    ) -> np.ndarray:
         """The validated model input. The request lets go of its input here: a JSON tensor is hundreds of
         lists per image, and keeping them alive while the request waits for its batch makes every garbage
         collection scan them."""
         blobs, tensor = request.images, request.tensor
         request.images = request.tensor = None
         if blobs is not None:
-            height, width = card.input_shape[:2]
-            return await self._call(
-                sum(map(len, blobs)) > _OFFLOAD_BYTES, images_to_batch, blobs, height, width,
-                polarity=request.polarity, max_pixels=self.settings.max_image_pixels,
-            )  # fmt: skip
+            return await self._decoded(blobs, card, request.polarity, gone)
         if tensor is None:
             raise InvalidInput("no images in the request")
         big = not isinstance(tensor.values, bytes) and tensor.elements > _OFFLOAD_ELEMENTS
         return await self._call(big, tensor_to_batch, tensor, card.input_shape)
+
+    async def _decoded(
+        self, blobs: list[bytes], card: ModelCard, polarity: Polarity, gone: Callable[[], Awaitable[None]] | None
+    ) -> np.ndarray:
+        """Decode image files: in a worker thread when they are large once decoded (judged from their
+        headers, or from their encoded size when that is already large), within the request timeout. When
+        the timeout passes or the client goes, the images not yet begun are left undecoded."""
+        s = self.settings
+        if sum(map(len, blobs)) <= _OFFLOAD_BYTES:
+            if decoded_bytes(blobs, s.max_image_pixels, s.max_request_pixels) <= _OFFLOAD_BYTES:
+                return images_to_batch(blobs, *card.input_shape[:2], polarity=polarity, max_pixels=s.max_image_pixels)
+        else:
+            await self._call(True, decoded_bytes, blobs, s.max_image_pixels, s.max_request_pixels)
+        stop = threading.Event()
+        decoding = asyncio.ensure_future(
+            self._call(True, images_to_batch, blobs, *card.input_shape[:2], polarity=polarity,
+                       max_pixels=s.max_image_pixels, stop=stop)
+        )  # fmt: skip
+        watcher = asyncio.ensure_future(gone()) if gone is not None else None
+        done: set[asyncio.Future] = set()
+        try:
+            done, _ = await asyncio.wait(
+                [decoding, *([watcher] if watcher else [])], timeout=s.request_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:  # timed out, the client gone, or this call cancelled (a gRPC client's cancel)
+            if decoding not in done:
+                stop.set()
+                decoding.cancel()
+            if watcher is not None:
+                watcher.cancel()
+        if decoding in done:
+            return decoding.result()
+        if watcher is not None and watcher in done:
+            raise ClientGone("the client went away while its images were decoded")
+        raise InferenceTimeout(f"decoding the images took longer than {s.request_timeout_s:g} s")
 
     async def _bounded(self, key: str, what: str, fn: Callable[..., T], *args) -> T:
         """Feature maps or an explanation in a worker thread, at most ``max_concurrent_feature_maps``

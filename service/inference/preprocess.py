@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.core.errors import InvalidInput, PayloadTooLarge
+from service.core.errors import InferenceTimeout, InvalidInput, PayloadTooLarge
 from service.core.request import Polarity
 from service.core.tensors import TensorInput, to_array
 
@@ -25,10 +26,11 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
 _BORDER_LIGHT_THRESHOLD = 127.5
+_BYTES_PER_BAND = {"I": 4, "F": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
-def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
-    """Decode an encoded image (first frame of animations), refusing oversize or broken files."""
+def open_header(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
+    """An encoded image with only its header read (no pixel decoded), refusing oversize or broken files."""
     if not data:
         raise InvalidInput(f"{what}: empty file")
     try:
@@ -47,6 +49,12 @@ def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image
         raise InvalidInput(f"{what}: image has no pixels ({width}×{height})")
     if width * height > max_pixels:
         raise PayloadTooLarge(f"{what}: {width}×{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    return image
+
+
+def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
+    """Decode an encoded image (first frame of animations), refusing oversize or broken files."""
+    image = open_header(data, max_pixels, what)
     try:
         image.seek(0)
         image.load()
@@ -113,13 +121,39 @@ def image_to_array(
     return (fit_to_canvas(gray, height, width).astype(np.float32) / 255.0)[..., np.newaxis]
 
 
-def images_to_batch(blobs: list[bytes], height: int, width: int, *, polarity: Polarity, max_pixels: int) -> np.ndarray:
+def decoded_bytes(blobs: list[bytes], max_pixels: int, max_request_pixels: int) -> int:
+    """What decoding the images costs, from their headers alone: the bytes of their pixels (width × height ×
+    bands × bytes per band). Refuses an image over ``max_pixels``, or a request over ``max_request_pixels``
+    in all, before any pixel is decoded."""
+    pixels = size = 0
+    for i, blob in enumerate(blobs):
+        image = open_header(blob, max_pixels, f"image {i}")
+        count = image.width * image.height
+        pixels += count
+        size += count * len(image.getbands()) * _BYTES_PER_BAND.get(image.mode, 1)
+    if pixels > max_request_pixels:
+        raise PayloadTooLarge(f"the images hold {pixels} pixels in all, over the limit of {max_request_pixels}")
+    return size
+
+
+def images_to_batch(
+    blobs: list[bytes],
+    height: int,
+    width: int,
+    *,
+    polarity: Polarity,
+    max_pixels: int,
+    stop: threading.Event | None = None,
+) -> np.ndarray:
+    """Decode and prepare each image; when ``stop`` is set (the request timed out), the images not yet
+    begun are left undecoded."""
     if not blobs:
         raise InvalidInput("no images in the request")
-    arrays = [
-        image_to_array(blob, height, width, polarity=polarity, max_pixels=max_pixels, what=f"image {i}")
-        for i, blob in enumerate(blobs)
-    ]
+    arrays = []
+    for i, blob in enumerate(blobs):
+        if stop is not None and stop.is_set():
+            raise InferenceTimeout("decoding stopped: the request timed out")
+        arrays.append(image_to_array(blob, height, width, polarity=polarity, max_pixels=max_pixels, what=f"image {i}"))
     return np.stack(arrays)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from service.core.errors import Forbidden, Unauthorized
+from service.core.errors import Forbidden, Unauthorized, UnsupportedMediaType
 from service.core.settings import Settings
 
 
@@ -31,3 +31,15 @@ def check_model_control(settings: Settings) -> None:
             "model control is turned off: set CNN_ALLOW_MODEL_CONTROL=true (and CNN_API_KEY when the server "
             "is reachable from other hosts)"
         )
+
+
+def check_same_site(content_type: str | None, origin: str | None, own_origin: str) -> None:
+    """Model control is not reachable cross-site. A browser sends a "simple" cross-site request (a form's
+    content type, no preflight) to any address: control calls take JSON or no content type (stock
+    clients send none), and a request from another origin (browsers always name it on a cross-site
+    POST, PUT or DELETE) is refused."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media not in ("application/json", ""):
+        raise UnsupportedMediaType(f"model control calls take application/json, not {media!r}")
+    if origin is not None and origin.lower() != own_origin.lower():
+        raise Forbidden(f"model control from another origin ({origin[:100]}) is refused")

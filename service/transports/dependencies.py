@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Query, Request
 
 from service.core.request import ExplainMethod, ExplainSpec
-from service.protocol.access import check_api_key, check_model_control
+from service.protocol.access import check_api_key, check_model_control, check_same_site
 from service.protocol.plane import DataPlane
 
 
@@ -28,8 +28,12 @@ async def require_api_key(request: Request) -> None:
 
 
 async def require_model_control(request: Request) -> None:
-    """Management calls (load, unload, labels) only when ``CNN_ALLOW_MODEL_CONTROL`` allows them."""
+    """Management calls (load, unload, labels) only when ``CNN_ALLOW_MODEL_CONTROL`` allows them, and
+    never from another site."""
     check_model_control(request.app.state.plane.settings)
+    headers = request.headers
+    own = f"{request.url.scheme}://{headers.get('host', '')}"
+    check_same_site(headers.get("content-type"), headers.get("origin"), own)
 
 
 async def explain_spec(

@@ -38,6 +38,7 @@ class GrpcServer:
         self._health = health_aio.HealthServicer()
         self._services: list[str] = []
         self._health_task: asyncio.Task | None = None
+        self._stopping: asyncio.Future | None = None
 
     async def start(self) -> None:
         limit = self.settings.max_request_bytes
@@ -65,7 +66,13 @@ class GrpcServer:
         logger.debug("gRPC listening on %s:%d (%s)", self.settings.host, self.port, ", ".join(self._services))
 
     async def stop(self, grace_s: float) -> None:
-        """Report NOT_SERVING, refuse new calls, and give calls in flight ``grace_s`` to finish."""
+        """Report NOT_SERVING, refuse new calls, and give calls in flight ``grace_s`` to finish. The first
+        call does it (at SIGTERM, while HTTP still drains); later ones wait for it."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace_s))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace_s: float) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

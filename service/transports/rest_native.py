@@ -30,7 +30,7 @@ from service.protocol import native as views
 from service.protocol.native import LabelAssignment, ModelDetail, ModelEntry, ModelList
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key, require_model_control
-from service.transports.routing import version_ref, versioned_route
+from service.transports.routing import client_gone, version_ref, versioned_route
 
 router = APIRouter(prefix="/api/v1", tags=["native"], dependencies=[Depends(require_api_key)])
 
@@ -161,7 +161,9 @@ async def predict(
     media = native.media_type(request.headers.get("content-type"))
     decode = partial(native.decode_predict, media=media, top_k=top or plane.settings.default_top_k, polarity=polarity)
     target = Target(name, version_ref(version, label))
-    return await plane.pipeline.handle(target, _body_reader(request, media), decode, native.encode_predict)
+    return await plane.pipeline.handle(
+        target, _body_reader(request, media), decode, native.encode_predict, client_gone(request)
+    )
 
 
 @versioned_route(
@@ -190,7 +192,9 @@ async def feature_maps(
         native.decode_feature_maps, media=media, layer=layer, as_png=_wants_png(format, request), polarity=polarity
     )
     target = Target(name, version_ref(version, label), Operation.feature_maps)
-    return await plane.pipeline.handle(target, _body_reader(request, media), decode, native.encode_feature_maps)
+    return await plane.pipeline.handle(
+        target, _body_reader(request, media), decode, native.encode_feature_maps, client_gone(request)
+    )
 
 
 @versioned_route(
@@ -221,4 +225,6 @@ async def explain(
         native.decode_explain, media=media, spec=spec, as_png=_wants_png(format, request), polarity=polarity
     )
     target = Target(name, version_ref(version, label), Operation.explain)
-    return await plane.pipeline.handle(target, _body_reader(request, media), decode, native.encode_explain)
+    return await plane.pipeline.handle(
+        target, _body_reader(request, media), decode, native.encode_explain, client_gone(request)
+    )

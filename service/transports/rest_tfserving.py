@@ -20,7 +20,7 @@ from service.core.wire import json_response
 from service.protocol import tfserving as views
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key
-from service.transports.routing import DirectRoute, body_reader, version_ref, versioned_route
+from service.transports.routing import DirectRoute, body_reader, client_gone, version_ref, versioned_route
 
 TAGS = ["tensorflow-serving"]
 router = APIRouter(prefix="/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
@@ -85,13 +85,17 @@ async def explain(
 ) -> Response:
     target = Target(name, version_ref(version, label), Operation.explain)
     decode = partial(tfserving.decode_explain, spec=spec)
-    return await plane.pipeline.handle(target, body_reader(request), decode, tfserving.encode_explain)
+    return await plane.pipeline.handle(
+        target, body_reader(request), decode, tfserving.encode_explain, client_gone(request)
+    )
 
 
 async def predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
     target = Target(name, version_ref(version, label))
     pipeline = request.app.state.plane.pipeline
-    return await pipeline.handle(target, body_reader(request), tfserving.decode_predict, tfserving.encode_predict)
+    return await pipeline.handle(
+        target, body_reader(request), tfserving.decode_predict, tfserving.encode_predict, client_gone(request)
+    )
 
 
 def add_predict_routes(router: APIRouter, **kwargs: Any) -> None:

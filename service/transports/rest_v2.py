@@ -18,7 +18,7 @@ from service.core.wire import json_response
 from service.protocol import v2 as views
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import get_plane, require_api_key
-from service.transports.routing import body_reader, version_ref, versioned_route
+from service.transports.routing import body_reader, client_gone, version_ref, versioned_route
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)])
 
@@ -97,4 +97,4 @@ async def infer(
 ) -> Response:
     decode = partial(v2.decode_infer, header_length=request.headers.get(v2.HEADER_LENGTH))
     target = Target(name, version_ref(version, label))
-    return await plane.pipeline.handle(target, body_reader(request), decode, v2.encode_infer)
+    return await plane.pipeline.handle(target, body_reader(request), decode, v2.encode_infer, client_gone(request))

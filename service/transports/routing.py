@@ -54,6 +54,16 @@ def body_reader(request: Request) -> Reader[bytes]:
     return read
 
 
+def client_gone(request: Request) -> Callable[[], Coroutine[Any, Any, None]]:
+    """What returns when the client has closed its connection (after the body has been read)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
+
+
 class DirectRoute(APIRoute):
     """An API route whose endpoint is called as ``endpoint(request, **path_params)``, nothing in between.
 

@@ -274,3 +274,37 @@ def test_a_residual_network_shows_its_branches_and_grad_cam_layers(page, server,
     options = page.page.eval_on_selector_all("#cam-layer option", "options => options.map(o => o.value)")
     assert options == detail["gradcam_layers"] and page.page.input_value("#cam-layer") == detail["gradcam_default"]
     assert page.errors == [] and page.outside == []
+
+
+def test_a_page_of_another_site_cannot_unload_a_model(browser, server, tmp_path: Path):
+    """What a malicious page can make a browser send (simple cross-site requests, which need no preflight)
+    to a default server, where model control is allowed on the loopback bind without a key."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "index.html").write_text("<!doctype html><title>another site</title><p>hello")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other_site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other_site.serve_forever, daemon=True).start()
+    page = Page(browser)
+    try:
+        page.page.goto(f"http://localhost:{other_site.server_port}/")
+        sent = page.page.evaluate(
+            """async (url) => {
+                const tries = [
+                    {method: "POST", mode: "no-cors", body: "x"},
+                    {method: "POST", mode: "no-cors", body: new Blob(["{}"])},
+                    {method: "POST", mode: "no-cors", body: new URLSearchParams({a: "1"})},
+                ];
+                let sent = 0;
+                for (const init of tries) { try { await fetch(url, init); sent += 1; } catch (e) {} }
+                return sent;
+            }""",
+            f"{server.base_url}/v2/repository/models/fashion_cnn/unload",
+        )
+        assert sent == 3  # the browser sent all three; the server must have refused them
+        assert httpx.get(f"{server.base_url}/v2/models/fashion_cnn/ready", timeout=10).status_code == 200
+    finally:
+        page.context.close()
+        other_site.shutdown()

@@ -319,7 +319,7 @@ def _unknown_cases() -> dict[str, pytest.ParameterSet]:
         ("native-predict-unknown-model", lambda: p.native_tensor(tensor, model="no_such_model"), 404, "native"),
         ("native-predict-unknown-version", lambda: p.native_tensor(tensor, version=99), 404, "native"),
         ("native-predict-version-not-a-number",
-         lambda: p.json_call(p.native_path(version="abc"), {"tensor": tensor.tolist()}), 422, "native"),
+         lambda: p.json_call(p.native_path(version="abc"), {"tensor": tensor.tolist()}), 400, "native"),
         ("native-detail-unknown-model", lambda: p.Call("GET", "/api/v1/models/no_such_model"), 404, "native"),
         ("native-detail-unknown-version", lambda: p.Call("GET", "/api/v1/models/fashion_cnn/versions/99"), 404, "native"),
         ("native-summary-unknown-model", lambda: p.Call("GET", "/api/v1/models/no_such_model/summary"), 404, "native"),
