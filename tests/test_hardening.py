@@ -73,6 +73,14 @@ def test_image_errors_name_no_library_internals(client):
     assert "Plugin" not in answer.json()["error"] and "MAX_TEXT_CHUNK" not in answer.json()["error"]
 
 
+def test_every_not_ready_503_says_when_to_retry(bundled_repository: Path):
+    app = create_app(Settings(model_repository=bundled_repository, models=["lenet5"]))
+    client = TestClient(app)  # not started: nothing is loaded yet
+    for path in ("/health/ready", "/v2/health/ready"):
+        response = client.get(path)
+        assert response.status_code == 503 and response.headers["retry-after"] == "1", path
+
+
 def _repository(tmp_path: Path, bundled_repository: Path) -> Path:
     repository = tmp_path / "models"
     (repository / MODEL).mkdir(parents=True)
@@ -88,6 +96,8 @@ def test_a_503_says_when_to_retry_and_a_401_how_to_authenticate(bundled_reposito
         key = {"X-API-Key": "k3y"}
         failed = client.post(f"/v1/models/{MODEL}/versions/2:predict", json={"instances": ROWS}, headers=key)
         assert failed.status_code == 503 and failed.headers["retry-after"] == "1"
+        not_ready = client.get(f"/v2/models/{MODEL}/versions/2/ready", headers=key)
+        assert not_ready.status_code == 503 and not_ready.headers["retry-after"] == "1"
         assert client.post(f"/v1/models/{MODEL}/versions/1:predict", json={"instances": ROWS}, headers=key).is_success
         anonymous = client.get(f"/api/v1/models/{MODEL}")
         assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")

@@ -60,8 +60,10 @@ W = TypeVar("W")
 # How a transport reads a request's body: the body as its decode takes it, and its size in bytes.
 Reader = Callable[[], Awaitable[tuple[W, int]]]
 
-# Bodies, image files and answers larger than this are parsed, decoded or encoded in a worker thread,
-# and JSON tensors with more pixel values than this are converted there: the event loop keeps serving.
+# Bodies and messages larger than this are parsed in a worker thread (a JSON body of one image is ~6 KB);
+# image files whose pixels, and answers, larger than the next are decoded or encoded there; JSON tensors
+# with more pixel values than the last are converted there: the event loop keeps serving.
+_OFFLOAD_PARSE_BYTES = 16 * 1024
 _OFFLOAD_BYTES = 256 * 1024
 _OFFLOAD_ELEMENTS = 32 * 1024
 
@@ -90,7 +92,7 @@ class InferencePipeline:
             if target.operation is Operation.classify:
                 record.batcher.admit()  # an early 503, before the body is read
             wire, size = await read()
-            request = await self._call(size > _OFFLOAD_BYTES, decode, wire)
+            request = await self._call(size > _OFFLOAD_PARSE_BYTES, decode, wire)
             del wire
             result = await self.run(request, record, gone)
         return await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.protocol.native import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
+RETRY = {"Retry-After": "1"}  # every 503 says when to ask again
 
 
 @router.get("/health/live", response_model=Liveness, summary="Liveness")
@@ -25,7 +26,8 @@ async def live() -> Liveness:
 @router.get("/health/ready", response_model=Readiness, summary="Readiness", responses={503: {"model": Readiness}})
 async def ready(request: Request) -> JSONResponse:
     is_ready, states = request.app.state.plane.table.readiness()
-    return JSONResponse({"ready": is_ready, "models": states}, status_code=200 if is_ready else 503)
+    return JSONResponse({"ready": is_ready, "models": states}, status_code=200 if is_ready else 503,
+                        headers=None if is_ready else RETRY)  # fmt: skip
 
 
 @router.get(
@@ -36,7 +38,7 @@ async def ready(request: Request) -> JSONResponse:
 )
 async def ready_v2(request: Request) -> JSONResponse:
     is_ready, _ = request.app.state.plane.table.readiness()
-    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503, headers=None if is_ready else RETRY)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

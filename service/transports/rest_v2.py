@@ -53,7 +53,10 @@ async def model_ready(
     label: str | None = None,
 ) -> Response:
     ready = views.model_ready(plane.table, name, version_ref(version, label))
-    return json_response(ready.model_dump(), 200 if ready.ready else 503)
+    response = json_response(ready.model_dump(), 200 if ready.ready else 503)
+    if not ready.ready:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
