@@ -44,8 +44,18 @@ _TF_SERVING_VARIABLES = {
     "file_system_poll_wait_seconds": "CNN_POLL_INTERVAL_S",
     "tensorflow_intra_op_parallelism": "CNN_INFERENCE_THREADS",
 }
-_TF_SERVING_OTHERS = ("model_name", "model_base_path", "rest_api_timeout_in_ms", "enable_batching",
-                      "model_config_file_poll_wait_seconds")  # fmt: skip
+_TF_SERVING_FLAGS = (  # name, metavar, help
+    ("port", "PORT", "gRPC port [CNN_GRPC_PORT]"),
+    ("rest_api_port", "PORT", "REST port [CNN_PORT]; REST is always served"),
+    ("model_name", "NAME", "serve only this model"),
+    ("model_base_path", "PATH", "the model's directory of numbered versions"),
+    ("model_config_file", "FILE", "a ModelServerConfig (text proto or JSON) [CNN_MODEL_CONFIG]"),
+    ("file_system_poll_wait_seconds", "S", "poll interval [CNN_POLL_INTERVAL_S]"),
+    ("model_config_file_poll_wait_seconds", "S", "accepted: the config is re-read when it changes"),
+    ("rest_api_timeout_in_ms", "MS", "request timeout [CNN_REQUEST_TIMEOUT_S × 1000]"),
+    ("tensorflow_intra_op_parallelism", "N", "TensorFlow threads [CNN_INFERENCE_THREADS]"),
+    ("enable_batching", "BOOL", "accepted: batching is always on"),
+)
 _TF_SERVING_IMAGE_PORTS = {"CNN_GRPC_PORT": "8500", "CNN_PORT": "8501"}
 _TF_SERVING_MODELS = "/models"  # MODEL_BASE_PATH's default in TF Serving's image
 
@@ -76,55 +86,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     tf = parser.add_argument_group(
         "TensorFlow Serving's flags", "Taken with their meaning, so a TF Serving deployment keeps its arguments."
     )
-    tf.add_argument("--port", dest="tf_port", metavar="PORT", help="gRPC port [CNN_GRPC_PORT]")
-    tf.add_argument(
-        "--rest_api_port", dest="tf_rest_api_port", metavar="PORT", help="REST port [CNN_PORT]; REST is always served"
-    )
-    tf.add_argument("--model_name", dest="tf_model_name", metavar="NAME", help="serve only this model")
-    tf.add_argument(
-        "--model_base_path",
-        dest="tf_model_base_path",
-        metavar="PATH",
-        help="the model's directory of numbered versions",
-    )
-    tf.add_argument(
-        "--model_config_file",
-        dest="tf_model_config_file",
-        metavar="FILE",
-        help="a ModelServerConfig (text proto or JSON)",
-    )
-    tf.add_argument(
-        "--file_system_poll_wait_seconds",
-        dest="tf_file_system_poll_wait_seconds",
-        metavar="S",
-        help="poll interval [CNN_POLL_INTERVAL_S]",
-    )
-    tf.add_argument(
-        "--model_config_file_poll_wait_seconds",
-        dest="tf_model_config_file_poll_wait_seconds",
-        metavar="S",
-        help="accepted: the config is re-read when it changes",
-    )
-    tf.add_argument(
-        "--rest_api_timeout_in_ms",
-        dest="tf_rest_api_timeout_in_ms",
-        metavar="MS",
-        help="request timeout [CNN_REQUEST_TIMEOUT_S × 1000]",
-    )
-    tf.add_argument(
-        "--tensorflow_intra_op_parallelism",
-        dest="tf_tensorflow_intra_op_parallelism",
-        metavar="N",
-        help="TensorFlow threads [CNN_INFERENCE_THREADS]",
-    )
-    tf.add_argument(
-        "--enable_batching",
-        dest="tf_enable_batching",
-        nargs="?",
-        const="true",
-        metavar="BOOL",
-        help="accepted: batching is always on",
-    )
+    for name, metavar, help_text in _TF_SERVING_FLAGS:
+        dest = f"tf_{name}"
+        if name == "enable_batching":  # TF Serving takes it bare or with a value
+            tf.add_argument(f"--{name}", dest=dest, nargs="?", const="true", metavar=metavar, help=help_text)
+        else:
+            tf.add_argument(f"--{name}", dest=dest, metavar=metavar, help=help_text)
     return parser
 
 
@@ -133,7 +100,7 @@ def unknown_flags(extra: list[str]) -> str:
     names = sorted({arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}) or extra
     tf_style = [name for name in names if "_" in name]
     if tf_style:
-        known = ", ".join(f"--{n}" for n in (*_TF_SERVING_VARIABLES, *_TF_SERVING_OTHERS))
+        known = ", ".join(f"--{name}" for name, _, _ in _TF_SERVING_FLAGS)
         return f"unsupported TensorFlow Serving flag(s): {', '.join(tf_style)} (supported: {known})"
     return f"unknown option(s): {', '.join(names)} (see cnn-serving serve --help)"
 
