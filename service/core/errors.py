@@ -7,7 +7,7 @@ client of any API gets a JSON body naming the problem.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,14 +19,18 @@ logger = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
-    """Base class: ``status_code`` and a message safe to show to the client."""
+    """Base class: ``status_code``, the response ``headers`` the status calls for, and a message safe to
+    show to the client."""
 
     status_code = 500
+    headers: ClassVar[dict[str, str] | None] = None
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.headers = headers
+
+
+_RETRY_AFTER = {"Retry-After": "1"}  # seconds
 
 
 class InvalidInput(ServiceError):
@@ -35,9 +39,7 @@ class InvalidInput(ServiceError):
 
 class Unauthorized(ServiceError):
     status_code = 401
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="cnn-serving"'})
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": 'Bearer realm="cnn-serving"'}
 
 
 class NotFound(ServiceError):
@@ -70,18 +72,14 @@ class ModelNotReady(ServiceError):
     """The version is loading, unloading or failed; the client should retry after ``Retry-After`` seconds."""
 
     status_code = 503
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+    headers: ClassVar[dict[str, str] | None] = _RETRY_AFTER
 
 
 class Overloaded(ServiceError):
     """The model's queue is full; the client should retry after ``Retry-After`` seconds."""
 
     status_code = 503
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+    headers: ClassVar[dict[str, str] | None] = _RETRY_AFTER
 
 
 class InferenceTimeout(ServiceError):
