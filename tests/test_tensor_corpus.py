@@ -67,6 +67,7 @@ CASES = [
     Case("NaN", _filled(np.nan, "float32"), (1, 28, 28, 1), "float32", 400),
     Case("uint8 over 255", _filled(300, "int64"), (1, 28, 28, 1), "uint8", 400),
     Case("too few values", _zeros((1, 28, 28, 1)), (2, 28, 28, 1), "float32", 400),
+    Case("booleans", np.ones(784, dtype=bool), (1, 28, 28, 1), "float32", 400),  # JSON only: true is not 1
     Case("unsupported dtype", _zeros((1, 28, 28, 1), "int8"), (1, 28, 28, 1), "int8", 400),
     Case("too many images", _zeros((MAX_IMAGES + 1, 28, 28, 1)), (MAX_IMAGES + 1, 28, 28, 1), "float32", 413),
 ]
@@ -74,7 +75,7 @@ CASES = [
 
 # -- the wire forms: each returns the status (HTTP) or None when it cannot express the case -------------------
 def _json_ok(case: Case) -> bool:
-    return case.whole and bool(np.isfinite(case.values).all())
+    return case.whole and (case.values.dtype == bool or bool(np.isfinite(case.values).all()))
 
 
 def v2_json(server: ServerProcess, case: Case) -> int | None:
@@ -87,6 +88,8 @@ def v2_json(server: ServerProcess, case: Case) -> int | None:
 
 def _buffer(case: Case) -> bytes | None:
     """The values as the declared dtype's little-endian bytes (None when they do not fit it)."""
+    if case.values.dtype == bool:
+        return None
     target = np.dtype(case.dtype).newbyteorder("<")
     cast = case.values.astype(target)
     if not np.array_equal(cast.astype(case.values.dtype), case.values, equal_nan=True):
@@ -134,7 +137,7 @@ def _grpc_status(call: Callable[[], object]) -> grpc.StatusCode:
 def _v2_grpc(channel: grpc.Channel, case: Case, raw: bool) -> grpc.StatusCode | None:
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    if case.dtype not in V2_TYPES:
+    if case.dtype not in V2_TYPES or case.values.dtype == bool:
         return None
     request = service_pb2.ModelInferRequest(model_name=case.model)
     tensor = request.inputs.add(name="images", datatype=V2_TYPES[case.dtype], shape=list(case.shape))
@@ -156,6 +159,8 @@ def _tfserving_grpc(channel: grpc.Channel, case: Case, raw: bool) -> grpc.Status
     from tensorflow.core.framework import types_pb2
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+    if case.values.dtype == bool:
+        return None
     dtypes = {"float32": types_pb2.DT_FLOAT, "float64": types_pb2.DT_DOUBLE, "uint8": types_pb2.DT_UINT8,
               "int8": types_pb2.DT_INT8}  # fmt: skip
     request = predict_pb2.PredictRequest()
