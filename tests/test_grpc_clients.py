@@ -327,6 +327,7 @@ def test_grpc_calls_are_counted_in_the_metrics(server, triton, images):
 
 def test_sigterm_lets_grpc_calls_in_flight_finish(bundled_repository, tmp_path):
     import signal
+    import time
 
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -340,6 +341,8 @@ def test_sigterm_lets_grpc_calls_in_flight_finish(bundled_repository, tmp_path):
             stub = service_pb2_grpc.GRPCInferenceServiceStub(opened)
             stub.ModelInfer(request, timeout=60)  # connected and warm
             calls = [stub.ModelInfer.future(request, timeout=60) for _ in range(6)]
+            # In flight: received by the server (a call still on the wire at SIGTERM is a new call, refused).
+            time.sleep(0.3)
             process.process.send_signal(signal.SIGTERM)
             results = [call.result() for call in calls]  # raises if a call in flight was dropped
             assert all(result.outputs[0].shape == [256, 10] for result in results)
