@@ -51,7 +51,7 @@ from service.core.settings import Settings
 from service.hosting.explain import gradcam_layers
 from service.hosting.table import ModelTable
 from service.hosting.versions import VersionRecord
-from service.inference.preprocess import decoded_bytes, images_to_batch, tensor_to_batch
+from service.inference.preprocess import images_to_batch, read_headers, tensor_to_batch
 
 logger = logging.getLogger(__name__)
 
@@ -149,16 +149,15 @@ class InferencePipeline:
         headers, or from their encoded size when that is already large), within the request timeout. When
         the timeout passes or the client goes, the images not yet begun are left undecoded."""
         s = self.settings
-        if sum(map(len, blobs)) <= _OFFLOAD_BYTES:
-            if decoded_bytes(blobs, s.max_image_pixels, s.max_request_pixels) <= _OFFLOAD_BYTES:
-                return images_to_batch(blobs, *card.input_shape[:2], polarity=polarity, max_pixels=s.max_image_pixels)
-        else:
-            await self._call(True, decoded_bytes, blobs, s.max_image_pixels, s.max_request_pixels)
+        height, width = card.input_shape[:2]
+        small = sum(map(len, blobs)) <= _OFFLOAD_BYTES  # then its headers are read here, each file once
+        images, cost = await self._call(not small, read_headers, blobs, s.max_image_pixels, s.max_request_pixels)
+        if small and cost <= _OFFLOAD_BYTES:
+            return images_to_batch(images, height, width, polarity=polarity)
         stop = threading.Event()
         decoding = asyncio.ensure_future(
-            self._call(True, images_to_batch, blobs, *card.input_shape[:2], polarity=polarity,
-                       max_pixels=s.max_image_pixels, stop=stop)
-        )  # fmt: skip
+            self._call(True, images_to_batch, images, height, width, polarity=polarity, stop=stop)
+        )
         watcher = asyncio.ensure_future(gone()) if gone is not None else None
         done: set[asyncio.Future] = set()
         try:

@@ -54,7 +54,11 @@ def open_header(data: bytes, max_pixels: int, what: str = "image") -> Image.Imag
 
 def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
     """Decode an encoded image (first frame of animations), refusing oversize or broken files."""
-    image = open_header(data, max_pixels, what)
+    return decode(open_header(data, max_pixels, what), what)
+
+
+def decode(image: Image.Image, what: str = "image") -> Image.Image:
+    """The pixels of an image whose header :func:`open_header` read (first frame), upright."""
     try:
         image.seek(0)
         image.load()
@@ -111,49 +115,47 @@ def fit_to_canvas(gray: Image.Image, height: int, width: int) -> np.ndarray:
     return np.asarray(gray, dtype=np.uint8)
 
 
-def image_to_array(
-    data: bytes, height: int, width: int, *, polarity: Polarity, max_pixels: int, what: str = "image"
-) -> np.ndarray:
-    """Encoded image bytes → float32 ``(height, width, 1)`` in [0, 1]."""
-    gray = to_grayscale(open_image(data, max_pixels, what))
+def prepare(image: Image.Image, height: int, width: int, *, polarity: Polarity, what: str = "image") -> np.ndarray:
+    """An image whose header was read → float32 ``(height, width, 1)`` in [0, 1]."""
+    gray = to_grayscale(decode(image, what))
     if polarity is Polarity.invert or (polarity is Polarity.auto and has_light_background(gray)):
         gray = ImageOps.invert(gray)
     return (fit_to_canvas(gray, height, width).astype(np.float32) / 255.0)[..., np.newaxis]
 
 
-def decoded_bytes(blobs: list[bytes], max_pixels: int, max_request_pixels: int) -> int:
-    """What decoding the images costs, from their headers alone: the bytes of their pixels (width × height ×
-    bands × bytes per band). Refuses an image over ``max_pixels``, or a request over ``max_request_pixels``
-    in all, before any pixel is decoded."""
-    pixels = size = 0
-    for i, blob in enumerate(blobs):
-        image = open_header(blob, max_pixels, f"image {i}")
-        count = image.width * image.height
-        pixels += count
-        size += count * len(image.getbands()) * _BYTES_PER_BAND.get(image.mode, 1)
+def image_to_array(
+    data: bytes, height: int, width: int, *, polarity: Polarity, max_pixels: int, what: str = "image"
+) -> np.ndarray:
+    """Encoded image bytes → float32 ``(height, width, 1)`` in [0, 1]."""
+    return prepare(open_header(data, max_pixels, what), height, width, polarity=polarity, what=what)
+
+
+def read_headers(blobs: list[bytes], max_pixels: int, max_request_pixels: int) -> tuple[list[Image.Image], int]:
+    """The images with only their headers read, and what decoding them costs: the bytes of their pixels
+    (width × height × bands × bytes per band). Refuses an image over ``max_pixels``, or a request over
+    ``max_request_pixels`` in all, before any pixel is decoded."""
+    if not blobs:
+        raise InvalidInput("no images in the request")
+    images = [open_header(blob, max_pixels, f"image {i}") for i, blob in enumerate(blobs)]
+    pixels = sum(image.width * image.height for image in images)
     if pixels > max_request_pixels:
         raise PayloadTooLarge(f"the images hold {pixels} pixels in all, over the limit of {max_request_pixels}")
-    return size
+    size = sum(
+        image.width * image.height * len(image.getbands()) * _BYTES_PER_BAND.get(image.mode, 1) for image in images
+    )
+    return images, size
 
 
 def images_to_batch(
-    blobs: list[bytes],
-    height: int,
-    width: int,
-    *,
-    polarity: Polarity,
-    max_pixels: int,
-    stop: threading.Event | None = None,
+    images: list[Image.Image], height: int, width: int, *, polarity: Polarity, stop: threading.Event | None = None
 ) -> np.ndarray:
-    """Decode and prepare each image; when ``stop`` is set (the request timed out), the images not yet
-    begun are left undecoded."""
-    if not blobs:
-        raise InvalidInput("no images in the request")
+    """Decode and prepare each image (headers read by :func:`read_headers`); when ``stop`` is set (the
+    request timed out, or its client left), the images not yet begun are left undecoded."""
     arrays = []
-    for i, blob in enumerate(blobs):
+    for i, image in enumerate(images):
         if stop is not None and stop.is_set():
-            raise InferenceTimeout("decoding stopped: the request timed out")
-        arrays.append(image_to_array(blob, height, width, polarity=polarity, max_pixels=max_pixels, what=f"image {i}"))
+            raise InferenceTimeout("decoding stopped: the request timed out or its client left")
+        arrays.append(prepare(image, height, width, polarity=polarity, what=f"image {i}"))
     return np.stack(arrays)
 
 

@@ -36,9 +36,8 @@ class SecurityHeaders:
         extra = self._docs if scope["path"].startswith(self.docs_prefix) else self._page
 
         async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {key.lower() for key, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []), *(h for h in extra if h[0] not in present)]
+            if message["type"] == "http.response.start":  # no route sets these itself
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         await self.app(scope, receive, with_headers)
