@@ -26,8 +26,8 @@ from service.protocol.plane import DataPlane
 from service.transports import rest_health, rest_native, rest_repository, rest_tfserving, rest_v2
 from service.transports.explorer import add_explorer
 from service.transports.grpc_server import GrpcServer
-from service.transports.headers import SecurityHeaders
-from service.transports.limits import BodySizeLimit, HostCheck
+from service.transports.headers import HttpPolicy
+from service.transports.limits import BodySizeLimit
 
 logger = logging.getLogger("service")
 
@@ -93,8 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_explorer(app)
     # Middlewares, innermost first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    if settings.checks_host:
-        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HttpPolicy, allowed_hosts=settings.allowed_hosts if settings.checks_host else None)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=lambda: host.table.names)
     return app

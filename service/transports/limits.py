@@ -1,9 +1,6 @@
-"""What a request may be before any route sees it: its body size (413, before the body is parsed) and, on
-a loopback bind, its ``Host``."""
+"""Request body size limit, enforced before the body is parsed (413 with a JSON error)."""
 
 from __future__ import annotations
-
-from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,27 +52,3 @@ class BodySizeLimit:
         except PayloadTooLarge:  # raised where no exception handler rendered it
             if not started:
                 await error_response(413, message)(scope, receive, send)
-
-
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-class HostCheck:
-    """On a loopback bind, refuse (400) a ``Host`` that is not a loopback name or listed in
-    ``CNN_ALLOWED_HOSTS``: a page whose DNS name was rebound to 127.0.0.1 cannot reach the server."""
-
-    def __init__(self, app: ASGIApp, allowed: Collection[str]) -> None:
-        self.app = app
-        self.allowed = LOOPBACK_NAMES | {name.lower() for name in allowed}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = next((value.decode("latin-1") for key, value in scope["headers"] if key == b"host"), "")
-        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
-        if name.lower() not in self.allowed:
-            message = f"Host {host[:100]!r} does not name this server (CNN_ALLOWED_HOSTS lists the names it answers)"
-            await error_response(400, message)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
