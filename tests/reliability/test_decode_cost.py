@@ -30,8 +30,8 @@ def _bomb(mode: str, size: tuple[int, int], fmt: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def bombs() -> list[bytes]:
-    """40 M pixels each, in under 256 KB (the size under which a body used to be decoded on the event loop):
-    8-bit and 16-bit PNG, and a deflated float TIFF."""
+    """40 M pixels each, in under 256 KB (small enough that their bytes alone would keep them on the event
+    loop): 8-bit and 16-bit PNG, and a deflated float TIFF."""
     return [_bomb("L", (40_000_000, 1), "PNG"), _bomb("I;16", (6300, 6300), "PNG"), _bomb("F", (40_000_000, 1), "TIFF")]
 
 
