@@ -30,7 +30,7 @@ class ServiceError(Exception):
         self.message = message
 
 
-_RETRY_AFTER = {"Retry-After": "1"}  # seconds
+RETRY_AFTER = {"Retry-After": "1"}  # seconds: what every 503 says
 
 
 class InvalidInput(ServiceError):
@@ -72,14 +72,14 @@ class ModelNotReady(ServiceError):
     """The version is loading, unloading or failed; the client should retry after ``Retry-After`` seconds."""
 
     status_code = 503
-    headers: ClassVar[dict[str, str] | None] = _RETRY_AFTER
+    headers: ClassVar[dict[str, str] | None] = RETRY_AFTER
 
 
 class Overloaded(ServiceError):
     """The model's queue is full; the client should retry after ``Retry-After`` seconds."""
 
     status_code = 503
-    headers: ClassVar[dict[str, str] | None] = _RETRY_AFTER
+    headers: ClassVar[dict[str, str] | None] = RETRY_AFTER
 
 
 class InferenceTimeout(ServiceError):

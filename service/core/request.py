@@ -70,13 +70,15 @@ class Explanation:
     inputs: np.ndarray  # (n, h, w, channels): the model input the heatmaps lie over
 
 
-_VERSION = re.compile(r"[0-9]{1,18}")
-_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+VERSION_NUMBER = re.compile(r"[0-9]{1,18}")  # a version directory's name, or a version in a path or message
+# A version label starts with a letter, so it never reads as a version number.
+LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+_LABEL = re.compile(LABEL_PATTERN)
 
 
 def version_number(text: str) -> int:
     """A version number as a path or message names it: ASCII digits only, the same in every transport."""
-    if not _VERSION.fullmatch(text):
+    if not VERSION_NUMBER.fullmatch(text):
         raise InvalidInput(f"model version must be a number of ASCII digits, got {text[:40]!r}")
     return int(text)
 

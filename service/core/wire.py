@@ -41,9 +41,9 @@ def dumps(content: Any) -> bytes:
     return orjson.dumps(content, default=_array_to_list, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON answer written with :func:`dumps`."""
-    return Response(dumps(content), status_code=status_code, media_type="application/json")
+    return Response(dumps(content), status_code=status_code, headers=headers, media_type="application/json")
 
 
 def b64decode(value: str, what: str = "image") -> bytes:

@@ -28,12 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from tensorflow_serving.config import model_server_config_pb2
 
 from service.core.errors import describe_validation
+from service.core.request import LABEL_PATTERN, VERSION_NUMBER
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# A label starts with a letter, so it never reads as a version number.
-LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 # What a label points at: a version number, or "latest" (whichever version is the default).
 LabelTarget = int | Literal["latest"]
@@ -165,7 +164,7 @@ def repository_sources(root: Path, wanted: list[str], policy: VersionPolicy) -> 
     for entry in wanted:
         name, _, version = entry.partition(":")
         if version:
-            if not (version.isascii() and version.isdigit()):
+            if not VERSION_NUMBER.fullmatch(version):
                 raise ConfigError(f"entry {entry!r}: the version must be a number", "models")
             versions = pinned.setdefault(name, set())
             if versions is not None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from service.core.request import VERSION_NUMBER
 
 logger = logging.getLogger(__name__)
 
 SAVED_MODEL_FILE = "saved_model.pb"
-VERSION_NAME = re.compile(r"[0-9]{1,18}")
 
 # (path relative to the version directory, size, modification time in ns) of every file.
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -58,7 +58,7 @@ def scan_versions(base_path: Path, reported: set[Path] | None = None) -> dict[in
         return {}
     found = {}
     for child in children:
-        if VERSION_NAME.fullmatch(child.name) and int(child.name) > 0 and child.is_dir():
+        if VERSION_NUMBER.fullmatch(child.name) and int(child.name) > 0 and child.is_dir():
             found[int(child.name)] = VersionDir(int(child.name), child, fingerprint(child))
         elif not child.name.startswith(".") and reported is not None and child not in reported:
             reported.add(child)

@@ -11,10 +11,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.core.errors import RETRY_AFTER
 from service.protocol.native import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
-RETRY = {"Retry-After": "1"}  # every 503 says when to ask again
+
+
+def _readiness(content: dict, ready: bool) -> JSONResponse:
+    """200, or 503 with ``Retry-After`` while not ready."""
+    return JSONResponse(content, status_code=200 if ready else 503, headers=None if ready else RETRY_AFTER)
 
 
 @router.get("/health/live", response_model=Liveness, summary="Liveness")
@@ -26,8 +31,7 @@ async def live() -> Liveness:
 @router.get("/health/ready", response_model=Readiness, summary="Readiness", responses={503: {"model": Readiness}})
 async def ready(request: Request) -> JSONResponse:
     is_ready, states = request.app.state.plane.table.readiness()
-    return JSONResponse({"ready": is_ready, "models": states}, status_code=200 if is_ready else 503,
-                        headers=None if is_ready else RETRY)  # fmt: skip
+    return _readiness({"ready": is_ready, "models": states}, is_ready)
 
 
 @router.get(
@@ -38,7 +42,7 @@ async def ready(request: Request) -> JSONResponse:
 )
 async def ready_v2(request: Request) -> JSONResponse:
     is_ready, _ = request.app.state.plane.table.readiness()
-    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503, headers=None if is_ready else RETRY)
+    return _readiness({"ready": is_ready}, is_ready)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

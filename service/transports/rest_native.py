@@ -23,14 +23,13 @@ from service.codecs.native_schemas import (
     PredictResponse,
 )
 from service.core.errors import NotFound
-from service.core.request import ExplainSpec, Operation, Polarity, Target
-from service.hosting.model_config import LABEL_PATTERN
+from service.core.request import LABEL_PATTERN, ExplainSpec, Operation, Polarity, Target
 from service.inference.pipeline import Reader
 from service.protocol import native as views
 from service.protocol.native import LabelAssignment, ModelDetail, ModelEntry, ModelList
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key, require_model_control
-from service.transports.routing import client_gone, version_ref, versioned_route
+from service.transports.routing import body_reader, client_gone, version_ref, versioned_route
 
 router = APIRouter(prefix="/api/v1", tags=["native"], dependencies=[Depends(require_api_key)])
 
@@ -53,13 +52,12 @@ def _body_doc(json_model: type, multipart_field: str, many: bool) -> dict:
     }
 
 
-def _body_reader(request: Request, media: str) -> Reader[bytes | list[bytes]]:
+def _body_reader(request: Request, media: str) -> Reader[bytes] | Reader[list[bytes]]:
     """The raw body, or for multipart the content of every file part (read after admission)."""
+    if media != native.MULTIPART:
+        return body_reader(request)
 
-    async def read() -> tuple[bytes | list[bytes], int]:
-        if media != native.MULTIPART:
-            body = await request.body()
-            return body, len(body)
+    async def read() -> tuple[list[bytes], int]:
         settings = request.app.state.plane.settings
         async with request.form(
             max_files=settings.max_images_per_request, max_part_size=settings.max_request_bytes

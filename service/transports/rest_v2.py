@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.codecs import v2
+from service.core.errors import RETRY_AFTER
 from service.core.request import Target
 from service.core.wire import json_response
 from service.protocol import v2 as views
@@ -53,10 +54,7 @@ async def model_ready(
     label: str | None = None,
 ) -> Response:
     ready = views.model_ready(plane.table, name, version_ref(version, label))
-    response = json_response(ready.model_dump(), 200 if ready.ready else 503)
-    if not ready.ready:
-        response.headers["Retry-After"] = "1"
-    return response
+    return json_response(ready.model_dump(), 200 if ready.ready else 503, None if ready.ready else RETRY_AFTER)
 
 
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
