@@ -11,9 +11,26 @@ from PIL import Image
 from service.core.errors import InvalidInput, PayloadTooLarge
 from service.core.request import Polarity
 from service.core.tensors import BY_NAME, TensorInput
-from service.inference.preprocess import fit_to_canvas, image_to_array, open_image, tensor_to_batch
+from service.inference.preprocess import (
+    decode,
+    fit_to_canvas,
+    images_to_batch,
+    open_header,
+    read_headers,
+    tensor_to_batch,
+)
 
 from .conftest import png_bytes
+
+
+def image_to_array(data: bytes, height: int, width: int, *, polarity: Polarity, max_pixels: int):
+    """One image file through the service's path: its header, then its pixels, as model input."""
+    images, _ = read_headers([data], max_pixels, max_pixels)
+    return images_to_batch(images, height, width, polarity=polarity)[0]
+
+
+def open_image(data: bytes, max_pixels: int):
+    return decode(open_header(data, max_pixels))
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

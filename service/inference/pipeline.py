@@ -59,6 +59,8 @@ T = TypeVar("T")
 W = TypeVar("W")
 # How a transport reads a request's body: the body as its decode takes it, and its size in bytes.
 Reader = Callable[[], Awaitable[tuple[W, int]]]
+# What returns when the request's client has gone away (long work for it then stops).
+Gone = Callable[[], Awaitable[None]]
 
 # Bodies and messages larger than this are parsed in a worker thread (a JSON body of one image is ~6 KB);
 # image files whose pixels, and answers, larger than the next are decoded or encoded there; JSON tensors
@@ -82,7 +84,7 @@ class InferencePipeline:
         read: Reader[W],
         decode: Callable[[W], InferenceRequest],
         encode: Callable[[InferenceResult], T],
-        gone: Callable[[], Awaitable[None]] | None = None,
+        gone: Gone | None = None,
     ) -> T:
         """Admit, read, decode, run and encode one request (errors raise :class:`~service.core.errors.ServiceError`).
 
@@ -97,9 +99,7 @@ class InferencePipeline:
             result = await self.run(request, record, gone)
         return await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
 
-    async def run(
-        self, request: InferenceRequest, record: VersionRecord, gone: Callable[[], Awaitable[None]] | None = None
-    ) -> InferenceResult:
+    async def run(self, request: InferenceRequest, record: VersionRecord, gone: Gone | None = None) -> InferenceResult:
         """Run a decoded request on a held version."""
         model, card = record.loaded, record.card
         layers = _checked_outputs(request, card, record.name)
@@ -127,9 +127,7 @@ class InferencePipeline:
         if request.count > limit:
             raise PayloadTooLarge(f"{request.count} images in one request exceeds the limit of {limit}{what}")
 
-    async def _model_input(
-        self, request: InferenceRequest, card: ModelCard, gone: Callable[[], Awaitable[None]] | None
-    ) -> np.ndarray:
+    async def _model_input(self, request: InferenceRequest, card: ModelCard, gone: Gone | None) -> np.ndarray:
         """The validated model input. The request lets go of its input here: a JSON tensor is hundreds of
         lists per image, and keeping them alive while the request waits for its batch makes every garbage
         collection scan them."""
@@ -142,9 +140,7 @@ class InferencePipeline:
         big = not isinstance(tensor.values, bytes) and tensor.elements > _OFFLOAD_ELEMENTS
         return await self._call(big, tensor_to_batch, tensor, card.input_shape)
 
-    async def _decoded(
-        self, blobs: list[bytes], card: ModelCard, polarity: Polarity, gone: Callable[[], Awaitable[None]] | None
-    ) -> np.ndarray:
+    async def _decoded(self, blobs: list[bytes], card: ModelCard, polarity: Polarity, gone: Gone | None) -> np.ndarray:
         """Decode image files: in a worker thread when they are large once decoded (judged from their
         headers, or from their encoded size when that is already large), within the request timeout. When
         the timeout passes or the client goes, the images not yet begun are left undecoded."""

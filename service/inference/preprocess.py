@@ -52,11 +52,6 @@ def open_header(data: bytes, max_pixels: int, what: str = "image") -> Image.Imag
     return image
 
 
-def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
-    """Decode an encoded image (first frame of animations), refusing oversize or broken files."""
-    return decode(open_header(data, max_pixels, what), what)
-
-
 def decode(image: Image.Image, what: str = "image") -> Image.Image:
     """The pixels of an image whose header :func:`open_header` read (first frame), upright."""
     try:
@@ -121,13 +116,6 @@ def prepare(image: Image.Image, height: int, width: int, *, polarity: Polarity, 
     if polarity is Polarity.invert or (polarity is Polarity.auto and has_light_background(gray)):
         gray = ImageOps.invert(gray)
     return (fit_to_canvas(gray, height, width).astype(np.float32) / 255.0)[..., np.newaxis]
-
-
-def image_to_array(
-    data: bytes, height: int, width: int, *, polarity: Polarity, max_pixels: int, what: str = "image"
-) -> np.ndarray:
-    """Encoded image bytes → float32 ``(height, width, 1)`` in [0, 1]."""
-    return prepare(open_header(data, max_pixels, what), height, width, polarity=polarity, what=what)
 
 
 def read_headers(blobs: list[bytes], max_pixels: int, max_request_pixels: int) -> tuple[list[Image.Image], int]:

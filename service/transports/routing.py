@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.core.request import version_number
-from service.inference.pipeline import Reader
+from service.inference.pipeline import Gone, Reader
 
 
 def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) -> Callable:
@@ -54,7 +54,7 @@ def body_reader(request: Request) -> Reader[bytes]:
     return read
 
 
-def client_gone(request: Request) -> Callable[[], Coroutine[Any, Any, None]]:
+def client_gone(request: Request) -> Gone:
     """What returns when the client has closed its connection (after the body has been read)."""
 
     async def gone() -> None:
