@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MLSERVER_VENV ?= .venv-mlserver
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_APT := dataset-fashion-mnist
 BROWSER_APT := chromium
@@ -60,15 +62,21 @@ train: install
 	$(call apt_install,$(TEST_APT))
 	$(BIN)/python -m models.train --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-## throughput/latency: in-process limit vs this service vs a naive server vs LitServe (writes bench/results/)
-bench: install
+## throughput/latency: in-process limits vs this service vs MLServer and LitServe on its engine, and a naive server
+bench: install $(MLSERVER_STAMP)
 	$(call apt_install,$(TEST_APT) $(BENCH_APT))
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,openvino,dev,bench]'
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --mlserver $(MLSERVER_VENV)/bin/mlserver
+
+# MLServer pins FastAPI, Starlette and uvloop versions of its own: it gets a venv of its own.
+$(MLSERVER_STAMP): bench/mlserver-constraints.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install -q -c bench/mlserver-constraints.txt mlserver uvloop openvino
+	touch $@
 
 ## build the CPU image, run it, check a real prediction, feature maps and the summary, remove it
 docker-test:
 	bash docker/smoke-test.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .checkpoints
+	rm -rf $(VENV) $(MLSERVER_VENV) .pytest_cache .ruff_cache .checkpoints

@@ -87,7 +87,9 @@ def classify_once(target: str, model: str, images: Path) -> int:
     (request,) = build_requests(np.load(images)[:1], model, 1)
     with grpc.insecure_channel(target) as channel:
         answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
-    return int(np.frombuffer(answer.raw_output_contents[0], dtype="<f4").argmax())
+    if answer.raw_output_contents:
+        return int(np.frombuffer(answer.raw_output_contents[0], dtype="<f4").argmax())
+    return int(np.argmax(answer.outputs[0].contents.fp32_contents))  # servers that answer with typed contents
 
 
 def main() -> None:

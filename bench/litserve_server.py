@@ -1,6 +1,8 @@
-"""The peer: LitServe serving the same SavedModel with batching, behind the same TF-Serving JSON route.
+"""A peer: LitServe serving the same model with batching, behind the same TF-Serving JSON route.
 
-Run: ``python -m bench.litserve_server --model <version dir> --port <port>``.
+Run: ``python -m bench.litserve_server --model <version dir> --port <port>``: the SavedModel on TensorFlow;
+with ``--openvino-ir <model.xml> --precision fp32|bf16``, that OpenVINO model compiled as the service
+compiles it (the engine the service chose).
 """
 
 from __future__ import annotations
@@ -18,15 +20,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 class SavedModelAPI(ls.LitAPI):
     """``{"instances": [image]}`` → ``{"predictions": [probabilities]}``, batched across requests."""
 
-    def __init__(self, model_dir: str, **kwargs: Any) -> None:
+    def __init__(self, model_dir: str, openvino_ir: str | None = None, precision: str = "fp32", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.model_dir = model_dir
+        self.model_dir, self.openvino_ir, self.precision = model_dir, openvino_ir, precision
 
     def setup(self, device: str) -> None:
+        if self.openvino_ir:
+            import openvino
+
+            config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[self.precision],
+                      "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+            compiled = openvino.Core().compile_model(self.openvino_ir, "CPU", config)
+            request, output = compiled.create_infer_request(), compiled.output("probabilities")
+            self._run = lambda x: request.infer([x])[output]
+            return
         import tensorflow as tf
 
-        self._tf = tf
-        self._predict = tf.saved_model.load(self.model_dir).signatures["serving_default"]
+        signature = tf.saved_model.load(self.model_dir).signatures["serving_default"]
+        self._run = lambda x: signature(images=tf.constant(x))["probabilities"].numpy()
 
     def decode_request(self, request) -> np.ndarray:  # unannotated: LitServe then parses the JSON body
         return np.asarray(request["instances"], dtype=np.float32)
@@ -35,7 +46,7 @@ class SavedModelAPI(ls.LitAPI):
         return np.concatenate(inputs)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._predict(images=self._tf.constant(x))["probabilities"].numpy()
+        return self._run(x)
 
     def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
         return [row[np.newaxis] for row in output]
@@ -51,10 +62,13 @@ def main() -> None:
     parser.add_argument("--route", default="/v1/models/fashion_cnn:predict")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-timeout", type=float, default=0.002)
+    parser.add_argument("--openvino-ir", help="serve this OpenVINO model (.xml) instead of the SavedModel")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     api = SavedModelAPI(
-        args.model, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout, api_path=args.route
-    )
+        args.model, args.openvino_ir, args.precision, max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout, api_path=args.route,
+    )  # fmt: skip
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
     server.run(host="127.0.0.1", port=args.port, generate_client_file=False, access_log=False)
 

@@ -41,19 +41,37 @@ def tfserving_json(image: np.ndarray) -> bytes:
     return json.dumps({"instances": to_model_input(image[np.newaxis]).tolist()}).encode()
 
 
+def tfserving_batch_json(images: np.ndarray) -> bytes:
+    """``{"instances": [...]}`` with several images, one row each."""
+    return json.dumps({"instances": to_model_input(images).tolist()}).encode()
+
+
+def png(image: np.ndarray) -> bytes:
+    """One grayscale PNG file."""
+    encoded = io.BytesIO()
+    Image.fromarray(image, mode="L").save(encoded, format="PNG")
+    return encoded.getvalue()
+
+
 def png_multipart(image: np.ndarray) -> bytes:
     """One grayscale PNG as the multipart form field ``files``."""
-    png = io.BytesIO()
-    Image.fromarray(image, mode="L").save(png, format="PNG")
     return b"".join(
         [
             f"--{MULTIPART_BOUNDARY}\r\n".encode(),
             b'Content-Disposition: form-data; name="files"; filename="image.png"\r\n',
             b"Content-Type: image/png\r\n\r\n",
-            png.getvalue(),
+            png(image),
             f"\r\n--{MULTIPART_BOUNDARY}--\r\n".encode(),
         ]
     )
+
+
+def v2_json(images: np.ndarray) -> bytes:
+    """An Open Inference Protocol v2 JSON request, the FP32 batch as flat ``data`` (as tritonclient and
+    MLServer's clients write it)."""
+    batch = to_model_input(images)
+    tensor = {"name": "images", "shape": list(batch.shape), "datatype": "FP32", "data": batch.ravel().tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
 
 
 def v2_binary(images: np.ndarray, binary_output: bool = True) -> tuple[bytes, int]:
@@ -85,8 +103,17 @@ def _write(directory: Path, bodies: list[tuple[bytes, dict[str, str]]]) -> None:
         (directory / f"body-{index}.headers").write_text("".join(f"{k}: {v}\n" for k, v in headers.items()))
 
 
+def _v2_binary_body(images: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    body, header_length = v2_binary(images)
+    return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
+
+
 def build_payloads(root: Path, *, bodies: int = 16, batch: int = 64, batch_bodies: int = 4) -> dict[str, Payload]:
-    """Write the three scenarios' bodies under ``root``; returns them by name (tfserving, png, v2_batch).
+    """Write every scenario's bodies under ``root``; returns them by name.
+
+    One image per body: ``tfserving`` (TF Serving JSON rows), ``png`` (native multipart), ``png_raw`` (the
+    PNG file as the body), ``v2_json``, ``v2_binary``. ``batch`` images per body: ``v2_batch`` (binary),
+    ``v2_json_batch``, ``tfserving_batch``.
 
     Also saves the single images as ``root/images.npy`` (uint8) so servers' answers can be checked, and
     the batches' images as ``root/batch_images.npy`` (the gRPC load generator builds its calls from them).
@@ -98,14 +125,16 @@ def build_payloads(root: Path, *, bodies: int = 16, batch: int = 64, batch_bodie
     _write(root / "tfserving", [(tfserving_json(image), json_headers) for image in images[:bodies]])
     multipart = {"Content-Type": f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"}
     _write(root / "png", [(png_multipart(image), multipart) for image in images[:bodies]])
-    batches = []
-    for index in range(batch_bodies):
-        body, header_length = v2_binary(images[index * batch : (index + 1) * batch])
-        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
-        batches.append((body, headers))
-    _write(root / "v2_batch", batches)
+    _write(root / "png_raw", [(png(image), {"Content-Type": "image/png"}) for image in images[:bodies]])
+    _write(root / "v2_json", [(v2_json(image[np.newaxis]), json_headers) for image in images[:bodies]])
+    _write(root / "v2_binary", [_v2_binary_body(image[np.newaxis]) for image in images[:bodies]])
+    batches = [images[index * batch : (index + 1) * batch] for index in range(batch_bodies)]
+    _write(root / "v2_batch", [_v2_binary_body(images) for images in batches])
+    _write(root / "v2_json_batch", [(v2_json(images), json_headers) for images in batches])
+    _write(root / "tfserving_batch", [(tfserving_batch_json(images), json_headers) for images in batches])
+    singles = ("tfserving", "png", "png_raw", "v2_json", "v2_binary")
     return {
-        "tfserving": Payload("tfserving", root / "tfserving", bodies, 1),
-        "png": Payload("png", root / "png", bodies, 1),
-        "v2_batch": Payload("v2_batch", root / "v2_batch", batch_bodies, batch),
-    }
+        **{name: Payload(name, root / name, bodies, 1) for name in singles},
+        **{name: Payload(name, root / name, batch_bodies, batch) for name in ("v2_batch", "v2_json_batch",
+                                                                              "tfserving_batch")},
+    }  # fmt: skip

@@ -107,8 +107,10 @@ def thread_group(name: str, comm: str, is_main: bool) -> str:
     """What a thread does, from its Python name (empty for threads Python does not know) and its comm."""
     if is_main:
         return EVENT_LOOP
+    if name.startswith("batch-"):
+        return "batch threads (model calls)"
     if name.startswith("inference"):
-        return "inference executor (model call dispatch)"
+        return "inference executor (large decodes, feature maps)"
     if name.startswith("AnyIO"):
         return "Starlette threadpool (sync dependencies)"
     if name:

@@ -14,7 +14,9 @@ SERVER_LABELS = {
     "served-fp32": "served, float32 TensorFlow",
     "naive": "naive FastAPI",
     "naive-logged": "naive FastAPI, uvicorn's default access log",
-    "litserve": "LitServe",
+    "litserve": "LitServe (served engine)",
+    "mlserver-1": "MLServer, 1 worker (served engine)",
+    "mlserver-2": "MLServer, 2 workers (served engine)",
 }
 COLORS = {"served": (31, 119, 180), "served-fp32": (148, 103, 189), "naive": (214, 39, 40), "litserve": (44, 160, 44)}
 
@@ -36,6 +38,7 @@ def measurement_rows(results: dict[str, Any]) -> list[list[str]]:
                 m["server"], m["scenario"], str(m["connections"]), _fmt(m["images_per_s"]),
                 _fmt(m["requests_per_s"]), _fmt(lat["p50"], 2), _fmt(lat["p95"], 2), _fmt(lat["p99"], 2),
                 str(m["error_count"]), _fmt(extra.get("server_cpu_ms_per_image"), 2),
+                _fmt(extra.get("server_cpu_ms_per_request"), 2), _fmt(extra.get("layer_cpu_ms_per_request"), 2),
                 _fmt(extra.get("server_cores"), 2), _fmt(extra.get("wrk_cores"), 2),
                 _fmt(extra.get("foreign_cores"), 2), _fmt(extra.get("mean_batch_size"), 1),
             ]
@@ -45,7 +48,8 @@ def measurement_rows(results: dict[str, Any]) -> list[list[str]]:
 
 MEASUREMENT_HEADER = [
     "server", "scenario", "conns", "img/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-    "server CPU ms/img", "server cores", "wrk cores", "other cores", "mean batch",
+    "server CPU ms/img", "server CPU ms/req", "beyond model ms/req", "server cores", "wrk cores", "other cores",
+    "mean batch",
 ]  # fmt: skip
 
 
@@ -69,12 +73,16 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def console_summary(results: dict[str, Any]) -> str:
-    limit, served = results["limit"], results["served"]
+    limit, served, engine = results["limit"], results["served"], results.get("engine_limit")
     parts = [
         text_table(MEASUREMENT_HEADER, measurement_rows(results)),
         "",
         f"in-process limit: {limit['best']['images_per_s']:,.0f} img/s at batch {limit['best']['batch_size']}; "
         f"batch-1 call p50 {limit['batch1_call_ms']['p50']:.2f} ms",
+        f"served engine ({results.get('engine')}) in-process: {engine['best']['images_per_s']:,.0f} img/s at batch "
+        f"{engine['best']['batch_size']}; batch-1 call p50 {engine['batch1_call_ms']['p50']:.2f} ms"
+        if engine
+        else "served engine: not measured",
         f"served: start to ready {served['ready_s']:.2f} s, peak RSS {served['peak_rss_mib']:.0f} MiB",
         "",
         text_table(["target", "measured", "goal", "met"], target_rows(results)),
@@ -106,9 +114,17 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         'Scenarios: **a** one image per request, TF-Serving JSON `{"instances": [28×28×1 floats]}`; '
         "**b** one PNG per request, native multipart; **c** 64 images per request, v2 binary FP32 tensor; "
         "**d** the same batches over gRPC (v2 ModelInfer, raw FP32 contents), 8 calls in flight on one "
-        "connection, from a Python load generator (its CPU in the wrk column).",
-        "`server CPU ms/img`: CPU time of the server's processes per image; `other cores`: CPU used on the machine "
-        "by anything but the server and wrk during the measurement (noise); `mean batch`: images per model call "
+        "connection, from a Python load generator (its CPU in the wrk column); one image per request: **e** v2 "
+        "JSON (flat `data`), **f** v2 binary, **g** native raw PNG body, **h** gRPC ModelInfer (raw contents, "
+        "as many calls in flight on one connection as the other scenarios have connections); 64 images per "
+        "request: **i** v2 JSON, **j** TF Serving JSON rows.",
+        f"Peers on the served engine ({results.get('engine') or 'not known'}): MLServer with its adaptive batching "
+        "(64 images, 2 ms) and 1 or 2 parallel inference workers, running `bench/mlserver_runtime.py` on the "
+        "OpenVINO model the service compiles; LitServe on the same. The naive server runs float32 TensorFlow.",
+        "`server CPU ms/img` and `/req`: CPU time of the server's processes per image and per request; `beyond "
+        "model ms/req`: the service's CPU per request less what the engine costs in-process for those images at "
+        "the measured mean batch size (the serving layer's own cost); `other cores`: CPU used on the machine by "
+        "anything but the server and wrk during the measurement (noise); `mean batch`: images per model call "
         "(served model, from its `cnn_batch_size` metric).",
         "",
         markdown_table(MEASUREMENT_HEADER, measurement_rows(results)),
@@ -147,11 +163,35 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         f"{served['load_rss_mib']:.0f} MiB).",
         "",
     ]
+    out += engine_limit_markdown(results)
     out += precision_markdown(results)
     out += bounds_markdown(results)
     out += profile_markdown(results.get("profile"))
     out += results.get("notes", [])
     return "\n".join(out) + "\n"
+
+
+def engine_limit_markdown(results: dict[str, Any]) -> list[str]:
+    """The served engine called in-process: what the same-engine targets and the layer cost are measured against."""
+    engine = results.get("engine_limit")
+    if not engine:
+        return []
+    return [
+        f"## In-process limit of the served engine ({results.get('engine')})",
+        "",
+        "The engine the service built for the model, called back to back in one process as its batch threads "
+        f"call it. Batch-1 call: p50 {engine['batch1_call_ms']['p50']:.2f} ms, p99 "
+        f"{engine['batch1_call_ms']['p99']:.2f} ms. `CPU ms/img`: the process's CPU time per image (all threads).",
+        "",
+        markdown_table(
+            ["batch size", "img/s", "ms per call", "CPU ms/img"],
+            [
+                [str(r["batch_size"]), _fmt(r["images_per_s"]), _fmt(r["call_ms"], 2), _fmt(r["cpu_ms_per_image"], 3)]
+                for r in engine["sweep"]
+            ],
+        ),
+        "",
+    ]
 
 
 def precision_markdown(results: dict[str, Any]) -> list[str]:
@@ -217,7 +257,8 @@ def _images_per_s(results: dict[str, Any], server: str, scenario: str, connectio
 
 def _batch1_after_text(results: dict[str, Any]) -> str:
     after = (results.get("batch1_call_p50_ms") or {}).get("after")
-    return f" (p50 {after:.2f} ms when timed again right after the served c=1 run)" if after else ""
+    engine = results.get("engine") or "the served engine"
+    return f" ({engine}: p50 {after:.2f} ms, timed right after the served c=1 run)" if after else ""
 
 
 def bounds_markdown(results: dict[str, Any]) -> list[str]:
@@ -251,12 +292,12 @@ def bounds_markdown(results: dict[str, Any]) -> list[str]:
         None,
     )
     if c1:
-        batch1 = results.get("batch1_call_p50_ms") or {"bracket": limit["batch1_call_ms"]["p50"]}
-        overhead = c1["latency_ms"]["p50"] - batch1["bracket"]
+        batch1 = results.get("batch1_call_p50_ms") or {"mean": limit["batch1_call_ms"]["p50"]}
+        overhead = c1["latency_ms"]["p50"] - batch1["mean"]
         lines.append(
-            f"- a, c=1: the served p50 is {overhead:.2f} ms above the batch-1 call (HTTP, parsing, batching); the "
-            "call's p50 is the mean of one timing just before the served model starts and one right after its "
-            "c=1 run, as the machine's speed drifts within minutes."
+            f"- a, c=1: the served p50 is {overhead:.2f} ms above the served engine's batch-1 call (HTTP, parsing, "
+            "batching); the call's p50 is the mean of one timing right after the served c=1 run and one in the "
+            "engine's sweep, as the machine's speed drifts within minutes."
         )
     return ["## Bounds", "", *lines, ""] if lines else []
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from service.core.errors import InferenceFailed, InferenceTimeout, Overloaded
+from service.core.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded
 from service.core.metrics import Metrics
 from service.hosting.batcher import Batcher
 
@@ -18,7 +17,7 @@ from service.hosting.batcher import Batcher
 def make_batcher(run, **overrides) -> Batcher:
     options = dict(max_batch_size=8, max_wait_s=0.002, max_queue_images=64, queue_timeout_s=5, request_timeout_s=5)
     options.update(overrides)
-    return Batcher("test:1", run, ThreadPoolExecutor(2), Metrics(), **options)
+    return Batcher("test:1", run, Metrics(), **options)
 
 
 def images(value: float, count: int = 1) -> np.ndarray:
@@ -156,33 +155,39 @@ def test_concurrent_batches_overlap_and_drain_waits_for_them():
 
 
 def test_after_a_merged_batch_the_next_one_waits_to_fill():
-    """The wait-for-fill decision uses the batch just taken, not one whose task has not started yet."""
+    """Under load (the last call merged requests) a lone request waits up to ``max_wait`` for company;
+    after a call that ran one request alone, the next starts at once."""
     calls: list[int] = []
+    release = threading.Event()
 
     def run(batch: np.ndarray) -> np.ndarray:
         calls.append(len(batch))
+        release.wait(5)
         return batch[:, 0, 0]
 
-    async def scenario():
-        batcher = make_batcher(run, max_batch_size=8, max_concurrent_batches=2, max_wait_s=0.5)
-        waits = 0
-        wait_for_fill = batcher._wait_for_fill
+    async def timed(batcher: Batcher, value: float) -> float:
+        started = time.perf_counter()
+        await batcher.submit(images(value))
+        return time.perf_counter() - started
 
-        async def counted() -> None:
-            nonlocal waits
-            waits += 1
-            await wait_for_fill()
-
-        batcher._wait_for_fill = counted
+    async def scenario() -> tuple[float, float]:
+        batcher = make_batcher(run, max_batch_size=8, max_wait_s=0.4)
         batcher.start()
-        # Ten requests queue up before the worker first runs: it takes 8 (merged), then, with a call slot
-        # still free and no await in between, decides whether to wait for the remaining 2 to fill up.
-        await asyncio.gather(*(batcher.submit(images(i)) for i in range(10)))
+        first = asyncio.ensure_future(batcher.submit(images(0)))  # runs alone, held in the model
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(batcher.submit(images(i))) for i in range(1, 9)]
+        await asyncio.sleep(0.05)
+        release.set()  # the 8 queued meanwhile run as one merged call
+        await asyncio.gather(first, *queued)
+        after_merged = await timed(batcher, 9)  # waits for a batch to fill, then runs alone
+        after_single = await timed(batcher, 10)
         await batcher.drain(1)
-        return waits
+        return after_merged, after_single
 
-    assert asyncio.run(scenario()) == 1
-    assert calls == [8, 2]
+    after_merged, after_single = asyncio.run(scenario())
+    assert calls == [1, 8, 1, 1]
+    assert after_merged >= 0.35, after_merged
+    assert after_single < 0.3, after_single
 
 
 def test_bucket_padding_returns_each_request_exactly_its_own_rows():
@@ -202,7 +207,6 @@ def test_bucket_padding_returns_each_request_exactly_its_own_rows():
         batcher = Batcher(
             "test:1",
             run,
-            ThreadPoolExecutor(2),
             metrics,
             max_batch_size=8,
             max_wait_s=0.002,
@@ -224,3 +228,51 @@ def test_bucket_padding_returns_each_request_exactly_its_own_rows():
     assert set(calls) <= {2, 8}, calls  # every batch ran at a bucket size
     padded = metrics.registry.get_sample_value("cnn_padded_images_total", {"model": "test:1"})
     assert padded == sum(calls) - 1 - sum(1 + i % 3 for i in range(12))
+
+
+def test_the_model_keeps_computing_while_the_event_loop_is_busy():
+    """A batch thread takes the next batch when its call returns, not when the event loop next runs."""
+    calls: list[float] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.03)
+        calls.append(time.perf_counter())
+        return batch[:, 0, 0]
+
+    async def scenario() -> int:
+        batcher = make_batcher(run, max_batch_size=1, max_wait_s=0)
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(images(i))) for i in range(4)]
+        await asyncio.sleep(0)  # all four queued
+        time.sleep(0.4)  # the event loop is busy (encoding answers, say) and runs nothing else
+        done_meanwhile = len(calls)
+        assert [row.item() for row in await asyncio.gather(*pending)] == [0, 1, 2, 3]
+        await batcher.drain(1)
+        return done_meanwhile
+
+    assert asyncio.run(scenario()) == 4
+
+
+def test_drain_fails_what_is_still_running_after_its_timeout():
+    release = threading.Event()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        release.wait(5)
+        return batch[:, 0, 0]
+
+    async def scenario():
+        batcher = make_batcher(run, max_batch_size=1)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(images(1)))
+        queued = asyncio.ensure_future(batcher.submit(images(2)))
+        await asyncio.sleep(0.05)
+        await batcher.drain(0.1)
+        release.set()
+        results = await asyncio.gather(running, queued, return_exceptions=True)
+        assert not batcher.alive
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(images(3))
+        return results
+
+    for result in asyncio.run(scenario()):
+        assert isinstance(result, ModelNotReady) and result.status_code == 503

@@ -3,13 +3,16 @@
 Row (``instances``) and columnar (``inputs``) requests, ``{"b64": ...}`` values (decoded as image
 files, then preprocessed like uploads), ``signature_name`` ``serving_default`` or ``feature_maps``, as
 TF Serving answers them. Bodies are parsed by hand straight into the request (the hot path); the JSON
-schema is documented by :class:`TFServingPredictRequest`.
+schema is documented by :class:`TFServingPredictRequest`. A body whose ``instances`` or ``inputs`` is an
+array of numbers is read without building a Python list per row (:func:`_numeric_payload`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -32,6 +35,17 @@ class TFServingPredictRequest(BaseModel):
     signature_name: str | None = Field(None, description="serving_default (default) or feature_maps.")
     instances: list[Any] | None = Field(None, description="Row format: one entry per image.")
     inputs: Any | None = Field(None, description="Columnar format: the batch tensor, or {input_name: tensor}.")
+
+
+class _Keys(msgspec.Struct, forbid_unknown_fields=True):
+    """The body's keys, its tensor left as JSON text: only to find that text (see :func:`_numeric_payload`)."""
+
+    signature_name: str | None = None
+    instances: msgspec.Raw = msgspec.Raw()
+    inputs: msgspec.Raw = msgspec.Raw()
+
+
+_KEYS_DECODER = msgspec.json.Decoder(_Keys)
 
 
 def _is_b64(value: Any) -> bool:
@@ -68,6 +82,9 @@ def decode_explain(body: bytes, *, spec: ExplainSpec) -> InferenceRequest:
 
 
 def _payload(body: bytes) -> dict[str, Any]:
+    numeric = _numeric_payload(body)
+    if numeric is not None:
+        return numeric
     payload = wire.parse_json(body)
     if type(payload) is not dict:
         raise InvalidInput("request body must be a JSON object")
@@ -76,8 +93,32 @@ def _payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def _numeric_payload(body: bytes) -> dict[str, Any] | None:
+    """The payload of a valid body whose only tensor is an array of numbers, that tensor as an array;
+    ``None`` for any other body (bad ones included: the general path words their errors)."""
+    try:
+        keys = _KEYS_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if bool(keys.instances) == bool(keys.inputs):
+        return None
+    key, text = ("instances", keys.instances) if keys.instances else ("inputs", keys.inputs)
+    array = tensors.numeric_json_array(bytes(text))
+    if array is None:
+        return None
+    payload: dict[str, Any] = {key: array}
+    if keys.signature_name is not None:
+        payload["signature_name"] = keys.signature_name
+    return payload
+
+
 def _request(payload: dict[str, Any], request: InferenceRequest) -> InferenceRequest:
     """Fill in the request's images or tensor, input name and layout from ``instances`` or ``inputs``."""
+    values = payload.get("instances", payload.get("inputs"))
+    if isinstance(values, np.ndarray):  # from _numeric_payload: one tensor, no names, no images
+        request.rows = "instances" in payload
+        request.tensor = tensors.tensor(values, tensors.BY_NAME["float32"])
+        return request
     names: set[str] = set()
     if "instances" in payload:
         if "inputs" in payload:

@@ -15,12 +15,14 @@ for the model (its input shape, the 0–255 range of integer pixels, [0, 1] for 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.core.errors import InvalidInput
 
@@ -64,7 +66,7 @@ class TensorInput:
     (``None``: the nesting of the JSON lists).
     """
 
-    values: bytes | Sequence[Any]
+    values: bytes | np.ndarray | Sequence[Any]
     dtype: DType | None = None
     shape: tuple[int, ...] | None = None
 
@@ -80,6 +82,8 @@ class TensorInput:
         """Rough number of pixel values, to decide whether converting them deserves a thread."""
         if self.shape is not None:
             return math.prod(self.shape)
+        if isinstance(self.values, np.ndarray):
+            return self.values.size
         first = self.values[0] if self.values else None
         per_image = 1
         while isinstance(first, list):
@@ -98,7 +102,9 @@ def checked_shape(dims: Iterable[int]) -> tuple[int, ...]:
     return shape
 
 
-def tensor(values: bytes | Sequence[Any], dtype: DType | None, dims: Iterable[int] | None = None) -> TensorInput:
+def tensor(
+    values: bytes | np.ndarray | Sequence[Any], dtype: DType | None, dims: Iterable[int] | None = None
+) -> TensorInput:
     """A tensor as sent: its values where the codec found them, its declared dtype and shape (checked)."""
     return TensorInput(values, dtype, None if dims is None else checked_shape(dims))
 
@@ -170,6 +176,68 @@ def _flatten_nested(data: object) -> np.ndarray:
     if bool in set(map(type, items)):  # numpy would read true as 1
         raise _Booleans
     return np.array(items).reshape(shape)
+
+
+# What is left of a JSON array of numbers once the numbers and whitespace are deleted: its brackets and
+# commas (its skeleton); and the same text with the brackets blanked out: the numbers, comma-separated.
+_NUMBER_AND_SPACE = b"0123456789.eE+- \t\r\n"
+_BLANK_BRACKETS = bytes.maketrans(b"[]", b"  ")
+_WIDE_INTEGER = re.compile(rb"\d{19}")  # may not fit in int64: left to the general path
+
+
+def numeric_json_array(text: bytes) -> np.ndarray | None:
+    """The JSON text of a rectangular array of numbers → the array, with no Python list per row;
+    ``None`` when the text is anything else (the caller then parses it the general way, which also words
+    the error). ``text`` must already be known to be valid JSON.
+
+    The skeleton must be exactly that of one rectangular shape, which leaves only numbers between the
+    commas; the numbers are then parsed as one flat JSON list. The array is int64 or float64, as
+    :func:`json_array` makes it from the parsed lists.
+    """
+    shape = _rectangular_shape(text.translate(None, _NUMBER_AND_SPACE))
+    if shape is None:
+        return None
+    floating = b"." in text or b"e" in text or b"E" in text
+    if not floating and _WIDE_INTEGER.search(text):
+        return None
+    try:
+        values = np.array(orjson.loads(b"[" + text.translate(_BLANK_BRACKETS) + b"]"))
+    except orjson.JSONDecodeError:  # an empty innermost list leaves ", ," behind
+        return None
+    if values.size != math.prod(shape) or values.dtype.kind not in "if":
+        return None
+    return values.reshape(shape)
+
+
+def _rectangular_shape(skeleton: bytes) -> tuple[int, ...] | None:
+    """The shape whose skeleton is exactly ``skeleton`` (e.g. ``[[,],[,]]`` → (2, 2)), else ``None``.
+
+    The first list at depth k (0 outermost, of ``depth``) ends at the first run of ``depth - k`` closing
+    brackets; its length and that of its first element give its element count."""
+    depth = len(skeleton) - len(skeleton.lstrip(b"["))
+    if not 0 < depth <= MAX_RANK:
+        return None
+    dims: list[int] = []
+    inner = 0  # the skeleton length of one element one level down (a number leaves nothing)
+    for k in range(depth - 1, -1, -1):
+        end = skeleton.find(b"]" * (depth - k))
+        if end < 0:
+            return None
+        length = end + (depth - k) - k
+        count, rest = divmod(length - 1, inner + 1)
+        if rest or count < 1:
+            return None
+        dims.append(count)
+        inner = length
+    shape = tuple(reversed(dims))
+    return shape if skeleton == _skeleton(shape) else None
+
+
+def _skeleton(shape: tuple[int, ...]) -> bytes:
+    level = b""
+    for count in reversed(shape):
+        level = b"[" + b",".join([level] * count) + b"]"
+    return level
 
 
 def json_array(data: object) -> np.ndarray:

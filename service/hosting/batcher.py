@@ -1,17 +1,17 @@
 """Dynamic batching: concurrent requests for one model share a model call.
 
 One :class:`Batcher` per loaded model version. Requests (each a ``(k, h, w, c)`` array, already
-validated) wait in a queue; one worker task takes queued requests up to ``max_batch_size`` images,
-runs the model once in a thread (never on the event loop), splits the output by each request's row
-count and resolves each request's future. A batch may be padded with blank rows up to a faster batch
-size (``pad_targets``, measured at load: :mod:`service.hosting.planner`); the padding's outputs are dropped.
-Up to ``max_concurrent_batches`` calls run at once, so the
-model keeps computing while the event loop decodes the next requests and encodes the last answers.
+validated) wait in a queue. The batcher's own threads, ``max_concurrent_batches`` of them, each take
+queued requests up to ``max_batch_size`` images, run the model once, split the output by each request's
+row count and hand the rows back to the event loop in one callback per batch. A thread takes its next
+batch the moment its call returns, without waiting for the event loop to answer the last one, so the
+model keeps computing while the event loop encodes answers and decodes the next requests. A batch may
+be padded with blank rows up to a faster batch size (``pad_targets``, measured at load:
+:mod:`service.hosting.planner`); the padding's outputs are dropped.
 
-Waiting policy: when a call slot is free the worker starts at once with whatever is queued, so an idle
-server adds no batching delay. Only when the previous call merged several requests (the server is under
-load) does it wait up to ``max_wait`` for the batch to fill. Batches also form naturally while a call is
-running.
+Waiting policy: an idle thread starts at once with whatever is queued, so an idle server adds no
+batching delay. Only when the previous call merged several requests (the server is under load) does it
+wait up to ``max_wait`` for the batch to fill. Batches also form naturally while a call is running.
 
 Time is bounded in three places:
 - ``max_wait``: how long a batch may wait to fill (milliseconds);
@@ -24,26 +24,34 @@ Time is bounded in three places:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.core.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded
+from service.core.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded, ServiceError
 from service.core.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (its images are arrays)
 class _Pending:
     images: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
+
+
+def _fail(items: list[_Pending], error: ServiceError) -> None:
+    """On the event loop: ``error`` for each request that is still waiting."""
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)
 
 
 class Batcher:
@@ -51,7 +59,6 @@ class Batcher:
         self,
         key: str,
         run: Callable[[np.ndarray], np.ndarray],
-        executor: Executor,
         metrics: Metrics,
         *,
         max_batch_size: int,
@@ -62,9 +69,8 @@ class Batcher:
         request_timeout_s: float,
         pad_targets: tuple[int, ...] = (),
     ) -> None:
-        self.key = key  # "name:version", in metrics and messages
+        self.key = key  # "name:version", in metrics, messages and thread names
         self._run = run
-        self._executor = executor
         self._metrics = metrics
         # This model's children of the shared metrics, looked up once.
         self._queue_depth = metrics.queue_depth.labels(key)
@@ -72,43 +78,53 @@ class Batcher:
         self._batch_requests = metrics.batch_requests.labels(key)
         self._inference_seconds = metrics.inference.labels(key)
         self._padded = metrics.padded.labels(key)
+        self._queue_timeouts = metrics.rejected.labels(key, "queue_timeout")
         self.pad_targets = pad_targets  # rows a batch of n runs as: pad_targets[n] (n when out of range)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_images = max_queue_images
         self.queue_timeout_s = queue_timeout_s
         self.request_timeout_s = request_timeout_s
+        self._slots = max_concurrent_batches
+        # The queue, the running batches and the stop flag are shared with the threads, under this lock.
+        self._lock = threading.Condition()
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._slots = asyncio.Semaphore(max_concurrent_batches)
-        self._running: set[asyncio.Task] = set()
+        self._running: list[list[_Pending]] = []
         self._last_batch_requests = 1
+        self._stopped = False
         self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{self.key}")
+        self._loop = asyncio.get_running_loop()
+        for index in range(self._slots):
+            thread = threading.Thread(target=self._work, name=f"batch-{self.key}-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return not self._stopped and any(thread.is_alive() for thread in self._threads)
 
     async def drain(self, timeout_s: float) -> None:
-        """Refuse new work, let queued requests finish (up to ``timeout_s``), then stop the worker."""
+        """Refuse new work, let queued and running requests finish and be answered (up to ``timeout_s``),
+        then stop the threads; whatever is left fails with 503 (a call still running is not waited for:
+        its thread ends when the call returns)."""
         self._closing = True
         deadline = time.monotonic() + timeout_s
         while (self._queue or self._running) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        tasks = [task for task in (self._task, *self._running) if task]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(ModelNotReady("server is shutting down"))
-        self._queue.clear()
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+            left = [*self._queue, *(item for batch in self._running for item in batch)]
+            self._queue.clear()
+            self._queued_images = 0
+        _fail(left, ModelNotReady("server is shutting down"))
+        await asyncio.sleep(0)  # the callers of the requests answered last resume before drain returns
 
     # -- request side ------------------------------------------------------------------------------
     def admit(self, count: int = 0) -> None:
@@ -125,56 +141,79 @@ class Batcher:
         count = len(images)
         self.admit(count)
         item = _Pending(images, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
-        self._queued_images += count
+        with self._lock:
+            self._queue.append(item)
+            self._queued_images += count
+            self._lock.notify()
         self._queue_depth.set(self._queued_images)
-        self._wakeup.set()
         try:
             async with asyncio.timeout(self.request_timeout_s):
-                return await item.future  # cancelled on timeout: the worker skips it if still queued
+                return await item.future  # cancelled on timeout: the threads skip it if still queued
         except TimeoutError:
             raise InferenceTimeout(
                 f"inference on {self.key} did not finish within {self.request_timeout_s:g} s"
             ) from None
 
-    # -- worker side -------------------------------------------------------------------------------
-    async def _work(self) -> None:
+    # -- event-loop side of a finished batch -------------------------------------------------------
+    def _settle(self, batch: list[_Pending], outputs: np.ndarray | None, error: ServiceError | None) -> None:
+        """On the event loop: give each request its rows of ``outputs``, or ``error``; the batch then
+        stops counting as running (so :meth:`drain` sees it answered)."""
+        with self._lock:
+            if batch in self._running:
+                self._running.remove(batch)
+        if outputs is None:
+            assert error is not None
+            _fail(batch, error)
+            return
+        offset = 0
+        for item in batch:
+            rows = len(item.images)
+            if not item.future.done():  # not cancelled by its caller's timeout, not failed by drain
+                item.future.set_result(outputs[offset : offset + rows])
+            offset += rows
+
+    def _post(self, callback: Callable[..., None], *args: object) -> None:
+        """Run ``callback(*args)`` on the event loop (from a batch thread)."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- the batch threads -------------------------------------------------------------------------
+    def _work(self) -> None:
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._slots.acquire()  # requests keep queueing while every slot is busy
-            if self._last_batch_requests > 1 and self.max_wait_s > 0:
-                await self._wait_for_fill()
-            batch = self._take_batch()
-            if not batch:
-                self._slots.release()
-                continue
-            self._last_batch_requests = len(batch)  # read by the next iteration's fill decision
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
-            self._running.add(task)
-            task.add_done_callback(self._finished)
+            with self._lock:
+                while not self._queue and not self._stopped:
+                    self._lock.wait()
+                if self._stopped:
+                    return
+                if self._last_batch_requests > 1 and self.max_wait_s > 0:
+                    self._wait_for_fill()
+                batch, expired = self._take_batch()
+                if batch:
+                    self._last_batch_requests = len(batch)  # read by the next batch's fill decision
+                    self._running.append(batch)
+            self._queue_depth.set(self._queued_images)
+            if expired:
+                self._queue_timeouts.inc(len(expired))
+                error = Overloaded(f"request waited over {self.queue_timeout_s:g} s in the queue")
+                self._post(_fail, expired, error)
+            if batch:
+                self._execute(batch)
 
-    def _finished(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
-        self._slots.release()
-
-    async def _wait_for_fill(self) -> None:
+    def _wait_for_fill(self) -> None:
+        """Under the lock: wait until the batch is full, ``max_wait`` after its oldest request, or stop."""
         deadline = self._queue[0].enqueued + self.max_wait_s
-        while self._queued_images < self.max_batch_size:
+        while self._queue and self._queued_images < self.max_batch_size and not self._stopped:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+            self._lock.wait(remaining)
 
-    def _take_batch(self) -> list[_Pending]:
-        """Pop requests up to ``max_batch_size`` images (a larger single request runs alone)."""
+    def _take_batch(self) -> tuple[list[_Pending], list[_Pending]]:
+        """Under the lock: pop requests up to ``max_batch_size`` images (a larger single request runs
+        alone); also returns those that waited over ``queue_timeout``."""
         batch: list[_Pending] = []
+        expired: list[_Pending] = []
         rows = 0
         now = time.monotonic()
         while self._queue:
@@ -186,15 +225,13 @@ class Batcher:
             if item.future.done():  # cancelled by its caller's timeout
                 continue
             if now - item.enqueued > self.queue_timeout_s:
-                self._metrics.rejected.labels(self.key, "queue_timeout").inc()
-                item.future.set_exception(Overloaded(f"request waited over {self.queue_timeout_s:g} s in the queue"))
+                expired.append(item)
                 continue
             batch.append(item)
             rows += len(item.images)
-        self._queue_depth.set(self._queued_images)
-        return batch
+        return batch, expired
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    def _execute(self, batch: list[_Pending]) -> None:
         inputs = batch[0].images if len(batch) == 1 else np.concatenate([item.images for item in batch])
         count = len(inputs)
         self._batch_size.observe(count)
@@ -205,25 +242,13 @@ class Batcher:
             self._padded.inc(target - count)
         started = time.perf_counter()
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
+            outputs = self._run(inputs)
             if len(outputs) != len(inputs):
                 raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)} inputs")
-        except asyncio.CancelledError:  # drain() gave up waiting for this call
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(ModelNotReady("server is shutting down"))
-            raise
         except Exception:  # the details (TensorFlow ops, paths) go to the log, not to the client
             logger.exception("inference failed on %s for a batch of %d", self.key, count)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(InferenceFailed(f"inference failed on model {self.key}"))
+            self._post(self._settle, batch, None, InferenceFailed(f"inference failed on model {self.key}"))
             return
         finally:
             self._inference_seconds.observe(time.perf_counter() - started)
-        offset = 0
-        for item in batch:
-            rows = len(item.images)
-            if not item.future.done():
-                item.future.set_result(outputs[offset : offset + rows])
-            offset += rows
+        self._post(self._settle, batch, outputs, None)

@@ -25,22 +25,21 @@ logger = logging.getLogger(__name__)
 
 # Allocations between young collections, then young collections per middle one, middle per full one.
 GC_THRESHOLDS = (20_000, 20, 20)
-# Inference threads per batcher slot: room for several models, each swapping two versions. Threads
-# start on demand, and each batcher bounds its own concurrent calls.
-_THREADS_PER_SLOT = 8
-# Threads beside the model-call slots: decoding large bodies and images, encoding large answers.
-_SPARE_THREADS = 2
+# Threads beside the feature-map and explanation slots: decoding large bodies and images, encoding
+# large answers. (Batched model calls run in each batcher's own threads.)
+_SPARE_THREADS = 4
 
 
 class ModelHost:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.table = ModelTable()
-        slots = settings.max_concurrent_batches * _THREADS_PER_SLOT + settings.max_concurrent_feature_maps
         # Threads start on the first task, so creating the pools here starts nothing.
-        self.executor = ThreadPoolExecutor(max_workers=slots + _SPARE_THREADS, thread_name_prefix="inference")
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_feature_maps + _SPARE_THREADS, thread_name_prefix="inference"
+        )
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
-        self.reconciler = Reconciler(settings, metrics, self.table, self.executor, self._loader)
+        self.reconciler = Reconciler(settings, metrics, self.table, self._loader)
         self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:

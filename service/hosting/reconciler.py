@@ -50,9 +50,7 @@ ModelPrint = tuple[tuple[int, Fingerprint], ...]
 class Reconciler:
     """The table's one writer: loads, swaps and retires versions; labels; the control API."""
 
-    def __init__(
-        self, settings: Settings, metrics: Metrics, table: ModelTable, inference: Executor, loader: Executor
-    ) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, table: ModelTable, loader: Executor) -> None:
         self.settings = settings
         self.metrics = metrics
         self.table = table
@@ -64,7 +62,6 @@ class Reconciler:
             VersionPolicy.parse(settings.version_policy),
         )
         self._plan_options = PlanOptions.from_settings(settings)
-        self._inference = inference  # the threads batchers run model calls in
         self._loader = loader  # one thread: scans and loads, one at a time
         self._seen: dict[str, Fingerprint] = {}  # each version directory's files at the previous scan
         self._reported: set[Path] = set()  # odd names under a base path, logged once
@@ -168,7 +165,7 @@ class Reconciler:
         s = self.settings
         record.loaded, record.card = loaded, loaded.card
         record.batcher = Batcher(
-            record.key, loaded.predict, self._inference, self.metrics, max_batch_size=s.max_batch_size,
+            record.key, loaded.predict, self.metrics, max_batch_size=s.max_batch_size,
             max_concurrent_batches=s.max_concurrent_batches, max_wait_s=s.max_batch_wait_ms / 1000,
             max_queue_images=s.max_queue_images, queue_timeout_s=s.queue_timeout_s,
             request_timeout_s=s.request_timeout_s, pad_targets=loaded.pad_targets,
