@@ -276,3 +276,59 @@ def test_drain_fails_what_is_still_running_after_its_timeout():
 
     for result in asyncio.run(scenario()):
         assert isinstance(result, ModelNotReady) and result.status_code == 503
+
+
+def test_an_idle_batcher_runs_a_lone_image_on_the_event_loop_only_when_calls_are_fast():
+    def scenario(call_s: float) -> list[str]:
+        threads: list[str] = []
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            threads.append(threading.current_thread().name)
+            time.sleep(call_s)
+            return batch[:, 0, 0]
+
+        async def requests() -> None:
+            batcher = make_batcher(run)
+            batcher.start()
+            for i in range(3):  # one at a time: the batcher is idle before each
+                assert (await batcher.submit(images(i))).item() == i
+            await asyncio.gather(*(batcher.submit(images(i)) for i in range(6)))  # queued together
+            await batcher.drain(1)
+
+        asyncio.run(requests())
+        return threads
+
+    fast = scenario(0.0)
+    # The first call is timed in a batch thread; the next lone ones run on the event loop; requests
+    # that come together are batched by the threads.
+    assert fast[0].startswith("batch-") and fast[1:3] == ["MainThread", "MainThread"]
+    assert len(fast) == 4 and fast[3].startswith("batch-")
+    slow = scenario(0.02)  # over the 5 ms the event loop may be held
+    assert all(name.startswith("batch-") for name in slow)
+
+
+def test_a_request_that_timed_out_in_the_queue_stops_counting_against_it():
+    release = threading.Event()
+    metrics = Metrics()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        release.wait(5)
+        return batch[:, 0, 0]
+
+    async def scenario() -> None:
+        batcher = Batcher("test:1", run, metrics, max_batch_size=1, max_wait_s=0, max_queue_images=4,
+                          queue_timeout_s=5, request_timeout_s=0.1)  # fmt: skip
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(images(1)))  # held in the model
+        await asyncio.sleep(0.02)
+        with pytest.raises(InferenceTimeout):
+            await batcher.submit(images(2, count=3))  # waits in the queue, gives up
+        release.set()
+        with pytest.raises(InferenceTimeout):
+            await first
+        await asyncio.sleep(0.05)  # the thread moves on and drops the abandoned request
+        await batcher.submit(images(3, count=4))  # the queue has room for all four again
+        await batcher.drain(1)
+
+    asyncio.run(scenario())
+    assert metrics.registry.get_sample_value("cnn_queue_images", {"model": "test:1"}) == 0

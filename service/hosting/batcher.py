@@ -9,6 +9,13 @@ model keeps computing while the event loop encodes answers and decodes the next 
 be padded with blank rows up to a faster batch size (``pad_targets``, measured at load:
 :mod:`service.hosting.planner`); the padding's outputs are dropped.
 
+An idle batcher (nothing queued, no call running) runs a lone one-image request on the event loop
+itself when the model's one-image calls take under ``_INLINE_MAX_CALL_S`` (timed on the calls so far):
+the model is free, so the call starts at once either way, and the two thread hand-offs it saves (each a
+wake-up of another thread, about 0.1 ms on a virtual machine) are most of what a single request costs
+beyond the model. A request that arrives meanwhile waits for that call, as it would wait for the model
+anyway; under load the batcher is never idle and every call runs in its threads.
+
 Waiting policy: an idle thread starts at once with whatever is queued, so an idle server adds no
 batching delay. Only when the previous call merged several requests (the server is under load) does it
 wait up to ``max_wait`` for the batch to fill. Batches also form naturally while a call is running.
@@ -39,6 +46,11 @@ from service.core.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
+# A lone request of this many images runs on the event loop when the batcher is idle and one-image
+# calls take less than this (the longest the event loop is held).
+_INLINE_IMAGES = 1
+_INLINE_MAX_CALL_S = 0.005
+
 
 @dataclass(eq=False)  # compared by identity (its images are arrays)
 class _Pending:
@@ -52,6 +64,70 @@ def _fail(items: list[_Pending], error: ServiceError) -> None:
     for item in items:
         if not item.future.done():
             item.future.set_exception(error)
+
+
+def _pop_batch(queue: deque[_Pending], max_images: int, timeout_s: float) -> tuple[list[_Pending], list[_Pending], int]:
+    """Pop requests up to ``max_images`` images (a larger single request runs alone), skipping those whose
+    caller gave up; returns them, those that waited over ``timeout_s``, and the images popped in all.
+    Under the batcher's lock."""
+    batch: list[_Pending] = []
+    expired: list[_Pending] = []
+    rows, popped, now = 0, 0, time.monotonic()
+    while queue:
+        item = queue[0]
+        if batch and rows + len(item.images) > max_images:
+            break
+        queue.popleft()
+        popped += len(item.images)
+        if item.future.done():  # cancelled by its caller's timeout
+            continue
+        if now - item.enqueued > timeout_s:
+            expired.append(item)
+            continue
+        batch.append(item)
+        rows += len(item.images)
+    return batch, expired, popped
+
+
+class _ModelCalls:
+    """One model version's calls: padding to a faster batch size, the call metrics, and how long a
+    one-image call takes (whether the event loop may make it, see the module docstring)."""
+
+    def __init__(self, key: str, run: Callable[[np.ndarray], np.ndarray], metrics: Metrics,
+                 pad_targets: tuple[int, ...]) -> None:  # fmt: skip
+        self.key = key
+        self._run = run
+        self.pad_targets = pad_targets  # rows a batch of n runs as: pad_targets[n] (n when out of range)
+        # This model's children of the shared metrics, looked up once.
+        self._batch_size = metrics.batch_size.labels(key)
+        self._batch_requests = metrics.batch_requests.labels(key)
+        self._inference_seconds = metrics.inference.labels(key)
+        self._padded = metrics.padded.labels(key)
+        self.inline_ok = False  # the last one-image call took under _INLINE_MAX_CALL_S
+
+    def __call__(self, inputs: np.ndarray, requests: int) -> np.ndarray | None:
+        """One model call on ``inputs`` (padded to its bucket); ``None`` when it fails (the log says why)."""
+        count = len(inputs)
+        self._batch_size.observe(count)
+        self._batch_requests.observe(requests)
+        target = self.pad_targets[count] if count < len(self.pad_targets) else count
+        if target > count:
+            inputs = np.concatenate([inputs, np.zeros((target - count, *inputs.shape[1:]), inputs.dtype)])
+            self._padded.inc(target - count)
+        started = time.perf_counter()
+        try:
+            outputs = self._run(inputs)
+            if len(outputs) != len(inputs):
+                raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)} inputs")
+        except Exception:  # the details (TensorFlow ops, paths) go to the log, not to the client
+            logger.exception("inference failed on %s for a batch of %d", self.key, count)
+            return None
+        finally:
+            elapsed = time.perf_counter() - started
+            self._inference_seconds.observe(elapsed)
+            if target == 1:
+                self.inline_ok = elapsed < _INLINE_MAX_CALL_S
+        return outputs[:count]
 
 
 class Batcher:
@@ -70,16 +146,10 @@ class Batcher:
         pad_targets: tuple[int, ...] = (),
     ) -> None:
         self.key = key  # "name:version", in metrics, messages and thread names
-        self._run = run
+        self._call = _ModelCalls(key, run, metrics, pad_targets)
         self._metrics = metrics
-        # This model's children of the shared metrics, looked up once.
         self._queue_depth = metrics.queue_depth.labels(key)
-        self._batch_size = metrics.batch_size.labels(key)
-        self._batch_requests = metrics.batch_requests.labels(key)
-        self._inference_seconds = metrics.inference.labels(key)
-        self._padded = metrics.padded.labels(key)
         self._queue_timeouts = metrics.rejected.labels(key, "queue_timeout")
-        self.pad_targets = pad_targets  # rows a batch of n runs as: pad_targets[n] (n when out of range)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_images = max_queue_images
@@ -140,11 +210,16 @@ class Batcher:
             raise ModelNotReady(f"model {self.key} is not accepting requests")
         count = len(images)
         self.admit(count)
-        item = _Pending(images, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        item = _Pending(images, loop.create_future())
+        inline = count <= _INLINE_IMAGES and self._call.inline_ok and not self._queue and not self._running
         with self._lock:
             self._queue.append(item)
             self._queued_images += count
-            self._lock.notify()
+            if not inline:
+                self._lock.notify()
+        if inline:  # decided once the requests that came with it have queued too
+            loop.call_soon(self._run_if_alone)
         self._queue_depth.set(self._queued_images)
         try:
             async with asyncio.timeout(self.request_timeout_s):
@@ -153,6 +228,26 @@ class Batcher:
             raise InferenceTimeout(
                 f"inference on {self.key} did not finish within {self.request_timeout_s:g} s"
             ) from None
+
+    def _run_if_alone(self) -> None:
+        """On the event loop: run the queued request here if it is still alone and nothing runs (see the
+        module docstring); otherwise wake a batch thread for the queue."""
+        with self._lock:
+            alone = len(self._queue) == 1 and not self._running and not self._stopped
+            if not alone:
+                self._lock.notify()
+                return
+            item = self._queue.popleft()
+            self._queued_images -= len(item.images)
+        self._queue_depth.set(self._queued_images)
+        if item.future.done():  # its caller gave up already
+            return
+        self._last_batch_requests = 1
+        outputs = self._call(item.images, 1)
+        if outputs is None:
+            _fail([item], InferenceFailed(f"inference failed on model {self.key}"))
+        else:
+            item.future.set_result(outputs)
 
     # -- event-loop side of a finished batch -------------------------------------------------------
     def _settle(self, batch: list[_Pending], outputs: np.ndarray | None, error: ServiceError | None) -> None:
@@ -188,7 +283,8 @@ class Batcher:
                     return
                 if self._last_batch_requests > 1 and self.max_wait_s > 0:
                     self._wait_for_fill()
-                batch, expired = self._take_batch()
+                batch, expired, popped = _pop_batch(self._queue, self.max_batch_size, self.queue_timeout_s)
+                self._queued_images -= popped
                 if batch:
                     self._last_batch_requests = len(batch)  # read by the next batch's fill decision
                     self._running.append(batch)
@@ -209,46 +305,10 @@ class Batcher:
                 return
             self._lock.wait(remaining)
 
-    def _take_batch(self) -> tuple[list[_Pending], list[_Pending]]:
-        """Under the lock: pop requests up to ``max_batch_size`` images (a larger single request runs
-        alone); also returns those that waited over ``queue_timeout``."""
-        batch: list[_Pending] = []
-        expired: list[_Pending] = []
-        rows = 0
-        now = time.monotonic()
-        while self._queue:
-            item = self._queue[0]
-            if batch and rows + len(item.images) > self.max_batch_size:
-                break
-            self._queue.popleft()
-            self._queued_images -= len(item.images)
-            if item.future.done():  # cancelled by its caller's timeout
-                continue
-            if now - item.enqueued > self.queue_timeout_s:
-                expired.append(item)
-                continue
-            batch.append(item)
-            rows += len(item.images)
-        return batch, expired
-
     def _execute(self, batch: list[_Pending]) -> None:
         inputs = batch[0].images if len(batch) == 1 else np.concatenate([item.images for item in batch])
-        count = len(inputs)
-        self._batch_size.observe(count)
-        self._batch_requests.observe(len(batch))
-        target = self.pad_targets[count] if count < len(self.pad_targets) else count
-        if target > count:
-            inputs = np.concatenate([inputs, np.zeros((target - count, *inputs.shape[1:]), inputs.dtype)])
-            self._padded.inc(target - count)
-        started = time.perf_counter()
-        try:
-            outputs = self._run(inputs)
-            if len(outputs) != len(inputs):
-                raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)} inputs")
-        except Exception:  # the details (TensorFlow ops, paths) go to the log, not to the client
-            logger.exception("inference failed on %s for a batch of %d", self.key, count)
+        outputs = self._call(inputs, len(batch))
+        if outputs is None:
             self._post(self._settle, batch, None, InferenceFailed(f"inference failed on model {self.key}"))
-            return
-        finally:
-            self._inference_seconds.observe(time.perf_counter() - started)
-        self._post(self._settle, batch, outputs, None)
+        else:
+            self._post(self._settle, batch, outputs, None)
