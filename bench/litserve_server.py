@@ -28,8 +28,10 @@ class SavedModelAPI(ls.LitAPI):
         if self.openvino_ir:
             import openvino
 
+            from service.hosting.engines import OPENVINO_CPU_CONFIG
+
             config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[self.precision],
-                      "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+                      **OPENVINO_CPU_CONFIG}  # fmt: skip
             compiled = openvino.Core().compile_model(self.openvino_ir, "CPU", config)
             request, output = compiled.create_infer_request(), compiled.output("probabilities")
             self._run = lambda x: request.infer([x])[output]

@@ -25,9 +25,10 @@ class OpenVinoRuntime(MLModel):
 
     async def load(self) -> bool:
         extra = self.settings.parameters.extra or {}
-        config = {
+        config = {  # as the service compiles it (service.hosting.engines.OPENVINO_CPU_CONFIG)
             "INFERENCE_PRECISION_HINT": _PRECISION_HINT[extra.get("precision", "fp32")],
             "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": False,
         }
         compiled = openvino.Core().compile_model(self.settings.parameters.uri, "CPU", config)
         self._output_name = extra.get("output", "probabilities")

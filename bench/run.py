@@ -602,11 +602,12 @@ def _same_engine_targets(results: dict[str, Any], target: Any, top: int) -> list
         name = f"{scenario}, c={top}, 1 image: served {protocol} / MLServer {'gRPC' if scenario == 'h' else 'v2 JSON'}"
         rows.append(target(name, ratio, goal_text, _at_least(ratio, goal)))
     engine = results.get("engine_limit")
-    best_engine = engine["best"]["images_per_s"] if engine else None
+    # A 64-image request is one model call of 64 images (the batch size limit): the engine's rate at 64.
+    at_64 = next((row for row in engine["sweep"] if row["batch_size"] == 64), engine["best"]) if engine else None
     for scenario, protocol, share in _LIMIT_SCENARIOS:
         found = next((m for m in ms if m["server"] == "served" and m["scenario"] == scenario), None)
-        ratio = found["images_per_s"] / best_engine if found and best_engine else None
-        rows.append(target(f"{scenario}, 64 images: served {protocol} / engine in-process limit", ratio,
+        ratio = found["images_per_s"] / at_64["images_per_s"] if found and at_64 else None
+        rows.append(target(f"{scenario}, 64 images: served {protocol} / engine in-process, batch 64", ratio,
                            f"≥ {share:g}", _at_least(ratio, share)))  # fmt: skip
     c1 = report.find_measurement(ms, "served", "a", 1)
     call = results["batch1_call_p50_ms"]["mean"] if engine else None

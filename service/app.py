@@ -86,7 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.host = host
     app.state.grpc = grpc_server
     install_error_handlers(app)
-    rest_tfserving.add_predict_routes(app.router, responses=ERROR_RESPONSES)  # the hot path, matched first
+    # The hot paths, matched first.
+    rest_tfserving.add_predict_routes(app.router, responses=ERROR_RESPONSES)
+    rest_v2.add_infer_routes(app.router, responses=ERROR_RESPONSES)
+    rest_native.add_predict_routes(app.router, responses=ERROR_RESPONSES)
     app.include_router(rest_health.router)
     for router in (rest_native.router, rest_tfserving.router, rest_v2.router, rest_repository.router):
         app.include_router(router, responses=ERROR_RESPONSES)

@@ -1,5 +1,7 @@
-"""The hot route (TF Serving ``:predict`` as a :class:`~service.transports.routing.DirectRoute`) answers exactly as
-the same endpoint does as an ordinary FastAPI route, with its dependency and parameter handling."""
+"""The hot routes (TF Serving ``:predict``, v2 ``infer`` and the native ``predict`` as
+:class:`~service.transports.routing.DirectRoute`)
+answer exactly as the same endpoints do as ordinary FastAPI routes, with their dependency and parameter
+handling."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ def _app(repository, *, direct: bool):
 
     from service.app import create_app
     from service.core.settings import Settings
-    from service.transports import rest_tfserving
+    from service.transports import rest_native, rest_tfserving, rest_v2
     from service.transports.dependencies import require_api_key
     from service.transports.routing import versioned_route
 
@@ -31,10 +33,12 @@ def _app(repository, *, direct: bool):
     )
     app = create_app(settings)
     if not direct:  # the same endpoint as a plain APIRoute, tried before the direct one
-        reference = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-        versioned_route(reference, "post", "/models/{name}:predict")(rest_tfserving.predict)
+        reference = APIRouter(dependencies=[Depends(require_api_key)])
+        versioned_route(reference, "post", "/v1/models/{name}:predict")(rest_tfserving.predict)
+        versioned_route(reference, "post", "/v2/models/{name}/infer")(rest_v2.infer)
+        versioned_route(reference, "post", "/api/v1/models/{name}/predict")(rest_native.predict)
         app.router.routes[:0] = reference.routes
-        assert type(app.router.routes[0]) is APIRoute
+        assert all(type(route) is APIRoute for route in app.router.routes[:9])
     return app
 
 
@@ -57,7 +61,40 @@ def _cases(sample: np.ndarray) -> list[tuple[str, str, dict | list, bytes]]:
         return json.dumps(value).encode()
 
     b64 = base64.b64encode(png_bytes(images[0])).decode()
+    floats = (images[..., np.newaxis] / 255.0).astype("<f4")
+    tensor = {"name": "images", "shape": list(floats.shape), "datatype": "FP32"}
+    header = body({"inputs": [{**tensor, "parameters": {"binary_data_size": floats.nbytes}}]})
+    binary = {**auth, "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
+    v2_json = body({"inputs": [{**tensor, "data": floats.ravel().tolist()}]})
+    png = {**auth, "content-type": "image/png"}
+    native = f"/api/v1/models/{MODEL}/predict"
+    boundary = "hotroutetestboundary"
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png_bytes(images[0])
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    form = {**auth, "content-type": f"multipart/form-data; boundary={boundary}"}
     return [
+        ("native PNG", native, png, png_bytes(images[0])),
+        ("native multipart", f"{native}?top_k=2", form, multipart),
+        ("native top_k", f"{native}?top_k=3&polarity=keep", png, png_bytes(images[1])),
+        ("native version in query", f"{native}?version=1", png, png_bytes(images[1])),
+        ("native bad top_k", f"{native}?top_k=0", png, png_bytes(images[0])),
+        ("native bad polarity", f"{native}?polarity=sideways", png, png_bytes(images[0])),
+        ("native tensor", f"/api/v1/models/{MODEL}/versions/1/predict", auth, body({"tensor": rows})),
+        ("native not an image", native, png, b"not a png"),
+        ("native no key", native, {"content-type": "image/png"}, png_bytes(images[0])),
+        ("v2 JSON", f"/v2/models/{MODEL}/infer", auth, v2_json),
+        ("v2 binary", f"/v2/models/{MODEL}/versions/1/infer", binary, header + floats.tobytes()),
+        ("v2 short binary", f"/v2/models/{MODEL}/infer", binary, header + floats.tobytes()[:100]),
+        ("v2 no key", f"/v2/models/{MODEL}/infer", {}, v2_json),
+        ("v2 unknown model", "/v2/models/nope/infer", auth, v2_json),
+        ("v2 bad label", f"/v2/models/{MODEL}/labels/nope/infer", auth, v2_json),
+        ("v2 bad datatype", f"/v2/models/{MODEL}/infer", auth, v2_json.replace(b"FP32", b"FP16")),
         ("rows", f"/v1/models/{MODEL}:predict", auth, body({"instances": rows})),
         ("columnar", f"/v1/models/{MODEL}/versions/1:predict", auth, body({"inputs": rows})),
         ("b64", f"/v1/models/{MODEL}:predict", auth, body({"instances": [{"b64": b64}]})),
@@ -103,7 +140,11 @@ def test_direct_route_answers_like_a_plain_route(clients, fashion):
         assert direct.json() == plain.json(), label
         if direct.status_code != 200:
             assert set(direct.json()) == {"error"}, label
-    assert statuses["rows"] == 200
+    assert statuses["rows"] == statuses["v2 JSON"] == statuses["v2 binary"] == statuses["native PNG"] == 200
+    assert statuses["native multipart"] == statuses["native top_k"] == statuses["native tensor"] == 200
+    assert statuses["native bad top_k"] == statuses["native bad polarity"] == 422
+    assert statuses["native not an image"] == 400
+    assert statuses["v2 short binary"] == statuses["v2 bad datatype"] == 400 and statuses["v2 no key"] == 401
     # A repeated key header is refused whichever copy is right (as over gRPC).
     assert statuses["no key"] == statuses["two keys, the first right"] == statuses["two keys, the second right"] == 401
     assert statuses["unknown model"] == 404 and statuses["too large"] == 413
@@ -129,9 +170,15 @@ def test_direct_route_results_are_correct_and_counted(clients, fashion):
 
 def test_direct_route_is_documented_like_any_route(clients):
     paths = clients["direct"].get("/openapi.json").json()["paths"]
-    for path in ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict"):
+    for path, field in (
+        ("/v1/models/{name}:predict", "instances"),
+        ("/v1/models/{name}/versions/{version}:predict", "instances"),
+        ("/v2/models/{name}/infer", "datatype"),
+        ("/v2/models/{name}/versions/{version}/infer", "datatype"),
+        ("/api/v1/models/{name}/predict", "multipart/form-data"),
+    ):
         operation = paths[path]["post"]
-        assert "instances" in json.dumps(operation["requestBody"])
+        assert field in json.dumps(operation["requestBody"])
         parameters = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
         assert parameters == ({"name", "version"} if "versions" in path else {"name"})
 

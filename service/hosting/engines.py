@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 _REWRITE_PASS = {"bf16": "auto_mixed_precision_onednn_bfloat16", "fp16": "auto_mixed_precision"}
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 _BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+# One call at a time spread over every core (the batcher merges requests), and its threads not pinned to
+# cores: the event loop and the decoding threads share those cores, and a pinned thread cannot move off
+# the core one of them is on (measured: about 8% more single-image requests per second on 2 cores).
+OPENVINO_CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
 _TENSOR_CORE_CAPABILITY = (7, 0)  # Volta and newer run float16 matrix maths on tensor cores
 
 
@@ -152,8 +156,7 @@ class OpenVino:
 
     def __init__(self, model: Any, card: ModelCard, precision: str, threads: int = 0) -> None:
         self.precision = precision
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision],
-                                  "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision], **OPENVINO_CPU_CONFIG}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = _openvino_core().compile_model(model, "CPU", config)

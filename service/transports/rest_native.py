@@ -7,7 +7,7 @@ it to the pipeline with the pure codec of :mod:`service.codecs.native`.
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -29,9 +29,10 @@ from service.protocol import native as views
 from service.protocol.native import LabelAssignment, ModelDetail, ModelEntry, ModelList
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key, require_model_control
-from service.transports.routing import body_reader, client_gone, version_ref, versioned_route
+from service.transports.routing import DirectRoute, body_reader, client_gone, version_ref, versioned_route
 
-router = APIRouter(prefix="/api/v1", tags=["native"], dependencies=[Depends(require_api_key)])
+TAGS = ["native"]
+router = APIRouter(prefix="/api/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
 
 _BINARY = {"type": "string", "format": "binary"}
 
@@ -137,31 +138,34 @@ async def model_summary(
 
 
 # -- predict and feature maps -------------------------------------------------------------------------
-@versioned_route(
-    router,
-    "post",
-    "/models/{name}/predict",
-    response_model=PredictResponse,
-    summary="Classify one or many images",
-    description="Body: multipart/form-data with one or more files in field `files`; or a raw image body; or "
-    "JSON with base64 `images` or a `tensor` (n×28×28[×1], `dtype` uint8 0–255 or float32 0–1).",
-    openapi_extra=_body_doc(PredictJSONRequest, "files", many=True),
-)
 async def predict(
-    name: str,
     request: Request,
-    plane: Annotated[DataPlane, Depends(get_plane)],
+    name: str,
     version: str | None = None,
     label: str | None = None,
     top: Annotated[int | None, Query(alias="top_k", ge=1, description="How many classes to rank.")] = None,
     polarity: Annotated[Polarity, Query(description="auto: invert light backgrounds.")] = Polarity.auto,
 ) -> Response:
+    plane = request.app.state.plane
     media = native.media_type(request.headers.get("content-type"))
     decode = partial(native.decode_predict, media=media, top_k=top or plane.settings.default_top_k, polarity=polarity)
     target = Target(name, version_ref(version, label))
     return await plane.pipeline.handle(
         target, _body_reader(request, media), decode, native.encode_predict, client_gone(request)
     )
+
+
+def add_predict_routes(router: APIRouter, **kwargs: Any) -> None:
+    """``POST /api/v1/models/{name}[/versions/{version}|/labels/{label}]/predict`` as direct routes of
+    ``router`` (the app's own, ahead of the included ones): no per-request dependency solving."""
+    versioned_route(
+        router, "add_api_route", "/api/v1/models/{name}/predict", methods=["POST"], route_class_override=DirectRoute,
+        dependencies=[Depends(require_api_key)], tags=TAGS, response_model=PredictResponse,
+        summary="Classify one or many images",
+        description="Body: multipart/form-data with one or more files in field `files`; or a raw image body; or "
+        "JSON with base64 `images` or a `tensor` (n×28×28[×1], `dtype` uint8 0–255 or float32 0–1).",
+        openapi_extra=_body_doc(PredictJSONRequest, "files", many=True), **kwargs,
+    )(predict)  # fmt: skip
 
 
 @versioned_route(

@@ -19,9 +19,10 @@ from service.core.wire import json_response
 from service.protocol import v2 as views
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import get_plane, require_api_key
-from service.transports.routing import body_reader, client_gone, version_ref, versioned_route
+from service.transports.routing import DirectRoute, body_reader, client_gone, version_ref, versioned_route
 
-router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], dependencies=[Depends(require_api_key)])
+TAGS = ["open-inference-protocol-v2"]
+router = APIRouter(prefix="/v2", tags=TAGS, dependencies=[Depends(require_api_key)])
 
 
 @router.get("", response_model=views.ServerMetadata, summary="Server metadata")
@@ -88,14 +89,19 @@ _INFER_DOC = {
 }
 
 
-@versioned_route(router, "post", "/models/{name}/infer", summary="Inference (v2)", openapi_extra=_INFER_DOC)
-async def infer(
-    name: str,
-    request: Request,
-    plane: Annotated[DataPlane, Depends(get_plane)],
-    version: str | None = None,
-    label: str | None = None,
-) -> Response:
+async def infer(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
     decode = partial(v2.decode_infer, header_length=request.headers.get(v2.HEADER_LENGTH))
     target = Target(name, version_ref(version, label))
-    return await plane.pipeline.handle(target, body_reader(request), decode, v2.encode_infer, client_gone(request))
+    pipeline = request.app.state.plane.pipeline
+    return await pipeline.handle(target, body_reader(request), decode, v2.encode_infer, client_gone(request))
+
+
+def add_infer_routes(router: APIRouter, **kwargs: Any) -> None:
+    """``POST /v2/models/{name}[/versions/{version}|/labels/{label}]/infer`` as direct routes of ``router``
+    (the app's own, ahead of the included ones), like TF Serving's ``:predict``: no per-request dependency
+    solving on the hot path."""
+    versioned_route(
+        router, "add_api_route", "/v2/models/{name}/infer", methods=["POST"], route_class_override=DirectRoute,
+        dependencies=[Depends(require_api_key)], tags=TAGS, summary="Inference (v2)", openapi_extra=_INFER_DOC,
+        **kwargs,
+    )(infer)  # fmt: skip

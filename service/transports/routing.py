@@ -7,6 +7,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -65,11 +67,15 @@ def client_gone(request: Request) -> Gone:
 
 
 class DirectRoute(APIRoute):
-    """An API route whose endpoint is called as ``endpoint(request, **path_params)``, nothing in between.
+    """An API route whose endpoint is called as ``endpoint(request, **path_params, **query_params)``,
+    nothing in between.
 
-    FastAPI's per-request dependency solving, parameter validation and dependency exit stacks cost about
-    as much CPU as a small request's whole inference path; a direct endpoint reads its body itself and
-    returns a :class:`~starlette.responses.Response`. Everything else stays the framework's: routing,
+    FastAPI's per-request dependency solving, body handling and dependency exit stacks cost about as
+    much CPU as a small request's whole inference path; a direct endpoint reads its body itself and
+    returns a :class:`~starlette.responses.Response`. Its query parameters (declared in its signature as
+    for any route) are validated by FastAPI's own parameter validation, only when a query string is
+    there (else the signature's defaults apply), and a bad one raises the same
+    :class:`~fastapi.exceptions.RequestValidationError`. Everything else stays the framework's: routing,
     ``path_params``, ``scope["route"]`` (metrics labels), the app's exception handlers (an exception
     propagates to the app's exception middleware, which renders it as for any route), and the OpenAPI
     entry, built from the endpoint's signature and ``openapi_extra`` as for any route. The route's
@@ -90,10 +96,16 @@ class DirectRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
         guards = [depends.dependency for depends in self.dependencies if depends.dependency is not None]
+        query_fields = self.dependant.query_params
 
         async def handle(request: Request) -> Response:
             for guard in guards:
                 await guard(request)
-            return await endpoint(request, **request.path_params)
+            query: dict[str, Any] = {}
+            if query_fields and request.scope["query_string"]:
+                query, errors = request_params_to_args(query_fields, request.query_params)
+                if errors:
+                    raise RequestValidationError(errors)
+            return await endpoint(request, **request.path_params, **query)
 
         return handle
