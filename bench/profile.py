@@ -1,8 +1,8 @@
 """Where the service's CPU goes under load: per-thread CPU from /proc, event-loop time split with py-spy.
 
-Threads are grouped by what they do (the event loop, the inference executor, Starlette's threadpool,
-TensorFlow's compute pool); the event loop's CPU is then split into categories by py-spy samples,
-attributing each sample to the innermost frame that matches a rule.
+Threads are grouped by what they do (the event loop, the batch threads, the inference executor,
+Starlette's threadpool, the engine's compute pool); the event loop's CPU is then split into categories
+by py-spy samples, attributing each sample to the innermost frame that matches a rule.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def thread_group(name: str, comm: str, is_main: bool) -> str:
         return "Starlette threadpool (sync dependencies)"
     if name:
         return "other Python threads"
-    return "TensorFlow compute (native threads)" if comm.startswith(("tf_", "python")) else f"native: {comm}"
+    return "engine compute (native threads)" if comm.startswith(("tf_", "python")) else f"native: {comm}"
 
 
 def py_spy_binary() -> str | None:

@@ -104,7 +104,9 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         f"- Model: `{env['model_dir']}` ({env['model_summary']})",
         f"- Load generator: {env['wrk']} (closed loop, Lua script `bench/lua/post.lua`), 127.0.0.1 only; "
         f"{env['warmup_s']} s warm-up + {env['duration_s']} s per measurement",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        "- Versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + (f"; MLServer {env['mlserver']} in its own venv" if env.get("mlserver") else ""),
         "- HTTP: the service runs uvicorn with uvloop and httptools; the naive baseline, uvicorn's auto choice "
         f"({env['uvicorn_loop_http']}); no access logs, but for the one reference run of the naive server",
         f"- Service settings: {env['service_settings']}",

@@ -85,6 +85,14 @@ def versions() -> dict[str, str]:
     return found
 
 
+def mlserver_version(mlserver: Path) -> str | None:
+    """The peer's version, from its own venv (``None`` when it is not installed)."""
+    if not mlserver.exists():
+        return None
+    done = subprocess.run([str(mlserver), "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.strip().split()[-1] if done.returncode == 0 and done.stdout.strip() else None
+
+
 def uvicorn_auto_choice() -> str:
     """What uvicorn's ``auto`` loop and HTTP implementation resolve to here (the baselines use them)."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
@@ -415,6 +423,7 @@ class Bench:
             "warmup_s": self.args.warmup,
             "duration_s": self.args.duration,
             "versions": versions(),
+            "mlserver": mlserver_version(self.args.mlserver),
             "uvicorn_loop_http": uvicorn_auto_choice(),
             "service_settings": "defaults" + "".join(f", {k}={v}" for k, v in self.args.service_env),
         }  # fmt: skip
