@@ -311,9 +311,8 @@ class Bench:
             )
             status, answer = http_request(server.port, "POST", scenario.path, body, headers)
             verdict = "ok" if status == 200 else f"HTTP {status}: {answer[:200]!r}"
-            first = payload.name in ("v2_json_batch", "tfserving_batch")  # the batch's first image is images[0]
-            predicted = _first_class(payload.name, answer) if status == 200 and (payload.images_per_request == 1
-                                                                                  or first) else None  # fmt: skip
+            # Every body-0 starts with the first test image, the one ``expected[0]`` is the class of.
+            predicted = _first_class(payload.name, answer) if status == 200 else None
             if predicted is not None and predicted != expected[0]:
                 verdict = f"class {predicted}, in-process {expected[0]}"
             self.checks[f"{server.spec.name}/{scenario.name}"] = verdict
@@ -330,16 +329,17 @@ class Bench:
         batch_sizes, seconds = batch_sizes or self.args.batch_sizes, seconds or self.args.limit_seconds
         argv = [sys.executable, "-m", "bench.inprocess", "--model", str(self.model_dir), "--images", str(images),
                 "--batch-sizes", batch_sizes, "--seconds", str(seconds)]  # fmt: skip
+        ir = self.raw / "openvino" / "model.xml" if engine is not None and engine.runtime == "openvino" else None
         if engine is not None:
             argv += ["--runtime", engine.runtime, "--precision", engine.precision]
-            if engine.runtime == "openvino":
-                argv += ["--openvino-ir", str(self.raw / "openvino" / "model.xml")]
+        if ir is not None:
+            argv += ["--openvino-ir", str(ir)]
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"in-process measurement failed: {done.stderr[-2000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        if engine is not None and engine.runtime == "openvino":
-            self.openvino_ir = self.raw / "openvino" / "model.xml"
+        if ir is not None:
+            self.openvino_ir = ir
         for row in result["sweep"]:
             logger.info("limit batch %4d: %8.1f img/s  %8.2f ms/call", row["batch_size"], row["images_per_s"],
                         row["call_ms"])  # fmt: skip

@@ -29,7 +29,7 @@ from service.protocol import native as views
 from service.protocol.native import LabelAssignment, ModelDetail, ModelEntry, ModelList
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key, require_model_control
-from service.transports.routing import DirectRoute, body_reader, client_gone, version_ref, versioned_route
+from service.transports.routing import body_reader, client_gone, direct_post_route, version_ref, versioned_route
 
 TAGS = ["native"]
 router = APIRouter(prefix="/api/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
@@ -156,11 +156,9 @@ async def predict(
 
 
 def add_predict_routes(router: APIRouter, **kwargs: Any) -> None:
-    """``POST /api/v1/models/{name}[/versions/{version}|/labels/{label}]/predict`` as direct routes of
-    ``router`` (the app's own, ahead of the included ones): no per-request dependency solving."""
-    versioned_route(
-        router, "add_api_route", "/api/v1/models/{name}/predict", methods=["POST"], route_class_override=DirectRoute,
-        dependencies=[Depends(require_api_key)], tags=TAGS, response_model=PredictResponse,
+    """``POST /api/v1/models/{name}[/versions/{version}|/labels/{label}]/predict`` (:func:`direct_post_route`)."""
+    direct_post_route(
+        router, "/api/v1/models/{name}/predict", tags=TAGS, response_model=PredictResponse,
         summary="Classify one or many images",
         description="Body: multipart/form-data with one or more files in field `files`; or a raw image body; or "
         "JSON with base64 `images` or a `tensor` (n×28×28[×1], `dtype` uint8 0–255 or float32 0–1).",

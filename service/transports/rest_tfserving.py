@@ -20,7 +20,7 @@ from service.core.wire import json_response
 from service.protocol import tfserving as views
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key
-from service.transports.routing import DirectRoute, body_reader, client_gone, version_ref, versioned_route
+from service.transports.routing import body_reader, client_gone, direct_post_route, version_ref, versioned_route
 
 TAGS = ["tensorflow-serving"]
 router = APIRouter(prefix="/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
@@ -99,13 +99,12 @@ async def predict(request: Request, name: str, version: str | None = None, label
 
 
 def add_predict_routes(router: APIRouter, **kwargs: Any) -> None:
-    """``POST /v1/models/{name}[/versions/{version}|/labels/{label}]:predict`` as direct routes of ``router``.
-
-    The app puts them on its own router, ahead of the included ones: the hot path is matched first and
-    without the included-router indirection.
-    """
-    versioned_route(
-        router, "add_api_route", "/v1/models/{name}:predict", methods=["POST"], route_class_override=DirectRoute,
-        dependencies=[Depends(require_api_key)], tags=TAGS, summary="Predict (TF Serving)",
-        openapi_extra=_PREDICT_DOC, **kwargs,
-    )(predict)  # fmt: skip
+    """``POST /v1/models/{name}[/versions/{version}|/labels/{label}]:predict`` (:func:`direct_post_route`)."""
+    direct_post_route(
+        router,
+        "/v1/models/{name}:predict",
+        tags=TAGS,
+        summary="Predict (TF Serving)",
+        openapi_extra=_PREDICT_DOC,
+        **kwargs,
+    )(predict)

@@ -19,7 +19,7 @@ from service.core.wire import json_response
 from service.protocol import v2 as views
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import get_plane, require_api_key
-from service.transports.routing import DirectRoute, body_reader, client_gone, version_ref, versioned_route
+from service.transports.routing import body_reader, client_gone, direct_post_route, version_ref, versioned_route
 
 TAGS = ["open-inference-protocol-v2"]
 router = APIRouter(prefix="/v2", tags=TAGS, dependencies=[Depends(require_api_key)])
@@ -97,11 +97,7 @@ async def infer(request: Request, name: str, version: str | None = None, label: 
 
 
 def add_infer_routes(router: APIRouter, **kwargs: Any) -> None:
-    """``POST /v2/models/{name}[/versions/{version}|/labels/{label}]/infer`` as direct routes of ``router``
-    (the app's own, ahead of the included ones), like TF Serving's ``:predict``: no per-request dependency
-    solving on the hot path."""
-    versioned_route(
-        router, "add_api_route", "/v2/models/{name}/infer", methods=["POST"], route_class_override=DirectRoute,
-        dependencies=[Depends(require_api_key)], tags=TAGS, summary="Inference (v2)", openapi_extra=_INFER_DOC,
-        **kwargs,
-    )(infer)  # fmt: skip
+    """``POST /v2/models/{name}[/versions/{version}|/labels/{label}]/infer`` (:func:`direct_post_route`)."""
+    direct_post_route(
+        router, "/v2/models/{name}/infer", tags=TAGS, summary="Inference (v2)", openapi_extra=_INFER_DOC, **kwargs
+    )(infer)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.core.request import version_number
 from service.inference.pipeline import Gone, Reader
+from service.transports.dependencies import require_api_key
 
 
 def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) -> Callable:
@@ -36,6 +37,16 @@ def versioned_route(router: APIRouter, method: str, path: str, **kwargs: Any) ->
         return handler
 
     return register
+
+
+def direct_post_route(router: APIRouter, path: str, **kwargs: Any) -> Callable:
+    """Register a hot path: ``POST path`` and its version and label twins (:func:`versioned_route`) as
+    :class:`DirectRoute` routes of ``router``, behind the API key. The app puts them on its own router,
+    ahead of the included ones, so they are matched first and without the included-router indirection."""
+    return versioned_route(
+        router, "add_api_route", path, methods=["POST"], route_class_override=DirectRoute,
+        dependencies=[Depends(require_api_key)], **kwargs,
+    )  # fmt: skip
 
 
 def version_ref(version: str | None, label: str | None) -> int | str | None:
