@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_timeout_s)
+            await pipeline.shadows.stop()
             await host.stop()
 
     # /docs with Swagger UI's script, style and icon served from the package, not a CDN. No ReDoc: its

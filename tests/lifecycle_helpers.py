@@ -1,10 +1,15 @@
-"""Publishing model versions the way operators do (write, then rename), for the lifecycle tests."""
+"""Publishing model versions the way operators do (write, then rename), and an app whose repository
+watcher each test runs itself, for the lifecycle tests."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 MODEL = "lenet5"  # the smallest bundled model: loads in a fraction of a second
 
@@ -55,3 +60,20 @@ def states(entry: dict, version: int) -> list[str]:
     """The state history of one version in a native ``/api/v1/models`` entry."""
     found = next(v for v in entry["versions"] if v["version"] == version)
     return [t["state"] for t in found["transitions"]]
+
+
+@contextmanager
+def serving(repository: Path, **settings) -> Iterator[tuple[httpx.Client, Callable[[], None]]]:
+    """A client of the app, and ``sync()``: one pass of the repository watcher."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.core.settings import Settings
+
+    app = create_app(Settings(model_repository=repository, poll_interval_s=0, **settings))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, lambda: client.portal.call(app.state.host.reconciler.sync)
+
+
+def entry(client: httpx.Client, name: str = MODEL) -> dict:
+    return next(m for m in client.get("/api/v1/models").json()["models"] if m["name"] == name)

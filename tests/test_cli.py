@@ -48,6 +48,7 @@ BAD_VALUES = {
     "max_images_per_request": ("1.5", "integer"),
     "max_feature_map_images": ("0", "greater than or equal to 1"),
     "max_concurrent_feature_maps": ("0", "greater than or equal to 1"),
+    "shadow_queue_images": ("-1", "greater than or equal to 1"),
     "default_top_k": ("0", "greater than or equal to 1"),
     "runtime": ("gpu", "'auto', 'tensorflow' or 'openvino'"),
     "precision": ("fp8", "'fp32', 'bf16' or 'fp16'"),

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.lifecycle_helpers import MODEL, complete_half, publish, publish_broken, states, write_half
+from tests.lifecycle_helpers import MODEL, complete_half, entry, publish, publish_broken, serving, states, write_half
 
 IMAGE = {"tensor": np.zeros((1, 28, 28), dtype=np.uint8).tolist(), "dtype": "uint8"}
 
@@ -32,23 +30,6 @@ def repository(tmp_path: Path, source: Path) -> Path:
     (root / MODEL).mkdir(parents=True)
     publish(source, root / MODEL, 1)
     return root
-
-
-@contextmanager
-def serving(repository: Path, **settings) -> Iterator[tuple[httpx.Client, Callable[[], None]]]:
-    """A client of the app, and ``sync()``: one pass of the repository watcher."""
-    from fastapi.testclient import TestClient
-
-    from service.app import create_app
-    from service.core.settings import Settings
-
-    app = create_app(Settings(model_repository=repository, poll_interval_s=0, **settings))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, lambda: client.portal.call(app.state.host.reconciler.sync)
-
-
-def entry(client: httpx.Client, name: str = MODEL) -> dict:
-    return next(m for m in client.get("/api/v1/models").json()["models"] if m["name"] == name)
 
 
 def answered_by(client: httpx.Client, path: str = f"/api/v1/models/{MODEL}/predict") -> int:

@@ -42,6 +42,18 @@ def test_config_file(tmp_path: Path) -> None:
     assert a.base_path == tmp_path / "models" / "a" and b.base_path == Path("/srv/b")
     assert a.model_version_policy == VersionPolicy() and b.model_version_policy == VersionPolicy.parse("all")
     assert a.version_labels == {"stable": 1, "edge": "latest"}
+    assert a.traffic == {} and a.shadow is None
+
+
+def test_config_file_traffic_and_shadow(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_config_list": [{
+        "name": "a", "base_path": "a", "version_labels": {"stable": 1, "canary": 2},
+        "traffic": {"stable": 95, "2": 5.5}, "shadow": {"version": "canary", "fraction": 0.1},
+    }]}))  # fmt: skip
+    (a,) = read_config(path)
+    assert a.traffic == {"stable": 95.0, "2": 5.5}
+    assert a.shadow is not None and (a.shadow.version, a.shadow.fraction) == ("canary", 0.1)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +64,19 @@ def test_config_file(tmp_path: Path) -> None:
         ('{"model_config_list": [{"name": "a", "base_path": "a"}, {"name": "a", "base_path": "b"}]}', "twice"),
         ('{"model_config_list": [{"name": "a", "base_path": "a", "version_labels": {"1x": 1}}]}', "version_labels"),
         ('{"model_config_list": [{"name": "a", "base_path": "a", "model_version_policy": {"newest": {}}}]}', "newest"),
+        ('{"model_config_list": [{"name": "a", "base_path": "a", "traffic": {"1x": 1}}]}', "traffic"),
+        ('{"model_config_list": [{"name": "a", "base_path": "a", "traffic": {"1": -5}}]}', "greater than or equal"),
+        ('{"model_config_list": [{"name": "a", "base_path": "a", "traffic": {"1": 0, "b": 0}}]}', "add up to 0"),
+        ('{"model_config_list": [{"name": "a", "base_path": "a", "traffic": {"1": "lots"}}]}', "traffic.1"),
+        ('{"model_config_list": [{"name": "a", "base_path": "a", "shadow": {"version": 2}}]}', "fraction"),
+        (
+            '{"model_config_list": [{"name": "a", "base_path": "a", "shadow": {"version": 2, "fraction": 1.5}}]}',
+            "less than or equal to 1",
+        ),
+        (
+            '{"model_config_list": [{"name": "a", "base_path": "a", "shadow": {"version": "2b!", "fraction": 0.1}}]}',
+            "shadow.version",
+        ),
     ],
 )
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, content: str, problem: str) -> None:

@@ -182,9 +182,10 @@ def test_image_count_is_checked_before_the_tensor_is_converted(client):
 
 def test_large_json_tensors_are_converted_and_large_answers_encoded_off_the_event_loop(client, monkeypatch):
     import service.inference.pipeline
+    import service.transports.rest_tfserving
 
     threads: dict[str, list[str]] = {"convert": [], "encode": []}
-    convert, encode = service.inference.pipeline.tensor_to_batch, tfserving.encode_predict
+    convert, encode = service.inference.pipeline.tensor_to_batch, service.transports.rest_tfserving._ENCODE_PREDICT
 
     def recording(kind, fn):
         def wrapper(*args, **kwargs):
@@ -194,7 +195,7 @@ def test_large_json_tensors_are_converted_and_large_answers_encoded_off_the_even
         return wrapper
 
     monkeypatch.setattr(service.inference.pipeline, "tensor_to_batch", recording("convert", convert))
-    monkeypatch.setattr(tfserving, "encode_predict", recording("encode", encode))
+    monkeypatch.setattr(service.transports.rest_tfserving, "_ENCODE_PREDICT", recording("encode", encode))
     for count in (1, 64):
         response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": np.zeros((count, 28, 28, 1)).tolist()})
         assert response.status_code == 200

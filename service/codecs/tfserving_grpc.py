@@ -27,9 +27,9 @@ def version_ref(spec: model_pb2.ModelSpec) -> int | str | None:
     return spec.version_label or None
 
 
-def target(message: predict_pb2.PredictRequest) -> Target:
+def target(message: predict_pb2.PredictRequest, routing_key: str | None = None) -> Target:
     """The model version a ``Predict`` call is for (admitted as a classification)."""
-    return Target(message.model_spec.name, version_ref(message.model_spec))
+    return Target(message.model_spec.name, version_ref(message.model_spec), routing_key=routing_key)
 
 
 def _to_request(proto: tensor_pb2.TensorProto, request: InferenceRequest) -> None:

@@ -21,9 +21,9 @@ _TYPED_FIELDS = {**{d.v2: d.v2_field for d in tensors.DTYPES}, tensors.BYTES_V2:
 _ALL_FIELDS = tuple(field.name for field in pb.InferTensorContents.DESCRIPTOR.fields)
 
 
-def target(message: pb.ModelInferRequest) -> Target:
+def target(message: pb.ModelInferRequest, routing_key: str | None = None) -> Target:
     """The model version a ``ModelInfer`` call is for."""
-    return Target(message.model_name, version_or_label(message.model_version))
+    return Target(message.model_name, version_or_label(message.model_version), routing_key=routing_key)
 
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor):

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests, latency, batch sizes, queue depth, inference time and model lifecycle."""
+"""Prometheus metrics: requests, latency, batch sizes, queue depth, inference time, shadow comparisons and
+model lifecycle."""
 
 from __future__ import annotations
 
@@ -51,6 +52,30 @@ class Metrics:
         self.rejected = Counter(
             "cnn_rejected_total", "Requests refused before inference, by reason.", ["model", "reason"],
             registry=self.registry,
+        )  # fmt: skip
+        # Shadow versions (service.inference.shadow): comparisons by model, live version and shadow version.
+        pair = ["model", "live_version", "shadow_version"]
+        self.shadow_requests = Counter(
+            "cnn_shadow_requests_total", "Requests also run on a shadow version and compared.", pair,
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_predictions = Counter(
+            "cnn_shadow_predictions_total", "Images compared between the live and the shadow version.", pair,
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_agreements = Counter(
+            "cnn_shadow_agreements_total", "Compared images on which the shadow's top-1 class was the live one's.",
+            pair, registry=self.registry,
+        )  # fmt: skip
+        self.shadow_dropped = Counter(
+            "cnn_shadow_dropped_total",
+            "Requests sampled for a shadow version but not compared, by reason (queue_full, unavailable, "
+            "incompatible, failed).",
+            ["model", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.shadow_seconds = Histogram(
+            "cnn_shadow_seconds", "Time from a shadow request's start to the shadow version's answer.",
+            ["model", "shadow_version"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         # Model lifecycle, labelled by model name (versions come and go; names are the repository's).
         self.versions = Gauge(

@@ -97,12 +97,14 @@ def version_or_label(text: str) -> int | str | None:
 @dataclass(frozen=True, slots=True)
 class Target:
     """The model version a request is for, known from its path or message before its body is read: a
-    version number, a label, or ``None`` for the default version. ``operation`` is what the route runs:
-    a classification is refused at once when the model's queue is full."""
+    version number, a label, or ``None`` for the default version (or the model's traffic split, sticky
+    by ``routing_key``). ``operation`` is what the route runs: a classification is refused at once when
+    the model's queue is full."""
 
     model: str
     version: int | str | None
     operation: Operation = Operation.classify
+    routing_key: str | None = None
 
 
 @dataclass(slots=True)

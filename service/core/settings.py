@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_concurrent_feature_maps: int = Field(
         2, ge=1, le=16, description="Feature-map calls computing at once; more wait (up to the request timeout)."
     )
+    shadow_queue_images: int = Field(
+        1024, ge=1, description="Images waiting to run on a shadow version before more are dropped (counted)."
+    )
     default_top_k: int = Field(3, ge=1, description="top-k returned when the request does not say.")
     runtime: Literal["auto", "tensorflow", "openvino"] = Field(
         "auto", description="Runtime of predictions: auto (the fastest measured at load), tensorflow or openvino."

@@ -204,15 +204,17 @@ class Batcher:
             self._metrics.rejected.labels(self.key, "queue_full").inc()
             raise Overloaded(f"model {self.key} is overloaded ({self._queued_images} images queued); retry shortly")
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        """Queue a validated batch of images and wait for its rows of the model's output."""
+    async def submit(self, images: np.ndarray, *, background: bool = False) -> np.ndarray:
+        """Queue a validated batch of images and wait for its rows of the model's output. ``background``
+        work (a shadow's) always runs in a batch thread, never on the event loop."""
         if self._closing or not self.alive:
             raise ModelNotReady(f"model {self.key} is not accepting requests")
         count = len(images)
         self.admit(count)
         loop = asyncio.get_running_loop()
         item = _Pending(images, loop.create_future())
-        inline = count <= _INLINE_IMAGES and self._call.inline_ok and not self._queue and not self._running
+        alone = not self._queue and not self._running
+        inline = alone and count <= _INLINE_IMAGES and self._call.inline_ok and not background
         with self._lock:
             self._queue.append(item)
             self._queued_images += count

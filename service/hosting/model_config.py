@@ -5,10 +5,14 @@ The config file (``CNN_MODEL_CONFIG``) is JSON with TF Serving's ``model_config_
     {"model_config_list": [
         {"name": "fashion_cnn", "base_path": "/models/fashion_cnn",
          "model_version_policy": {"latest": {"num_versions": 2}},
-         "version_labels": {"stable": 2, "canary": 3}}
+         "version_labels": {"stable": 2, "canary": 3},
+         "traffic": {"stable": 95, "canary": 5},
+         "shadow": {"version": "canary", "fraction": 0.1}}
     ]}
 
-or TF Serving's own ``ModelServerConfig`` text proto (``model_config_list { config { name: ...
+``traffic`` and ``shadow`` are this server's own (:mod:`service.hosting.rollout`): how requests to the
+model's default route are spread over its versions, and which version also runs a share of them
+unseen. Or the file is TF Serving's own ``ModelServerConfig`` text proto (``model_config_list { config { name: ...
 base_path: ... } }``), so a TF Serving deployment keeps its file. Without it, every model directory of
 the repository is served under ``CNN_VERSION_POLICY``, narrowed by ``CNN_MODELS`` (``name`` or
 ``name:version``) when that is set.
@@ -36,6 +40,8 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 # What a label points at: a version number, or "latest" (whichever version is the default).
 LabelTarget = int | Literal["latest"]
+# A version as a traffic split names it (a JSON object key): its number in digits, or a label.
+VersionKey = Annotated[str, StringConstraints(pattern=rf"^([0-9]{{1,18}}|{LABEL_PATTERN[1:-1]})$")]
 
 
 class _Strict(BaseModel):
@@ -89,14 +95,31 @@ class VersionPolicy(_Strict):
         return set(available[: (self.latest or Latest()).num_versions])
 
 
+class Shadow(_Strict):
+    """A version that also runs ``fraction`` of the default route's classifications, its answers compared
+    with the live ones and never sent."""
+
+    version: int | Label
+    fraction: float = Field(gt=0, le=1)
+
+
 class ModelSource(_Strict):
-    """One served model: where its versions are, which of them to serve, and its version labels."""
+    """One served model: where its versions are, which of them to serve, its version labels, and how its
+    default route's traffic is spread (``traffic``: weights by version number or label) and shadowed."""
 
     name: Annotated[str, StringConstraints(pattern=MODEL_NAME.pattern)]
     base_path: Path
     model_platform: Literal["tensorflow"] = "tensorflow"
     model_version_policy: VersionPolicy = VersionPolicy()
     version_labels: dict[Label, LabelTarget] = {}
+    traffic: dict[VersionKey, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
+    shadow: Shadow | None = None
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ModelSource:
+        if self.traffic and not sum(self.traffic.values()) > 0:
+            raise ValueError("traffic: the weights add up to 0; give some version a positive weight")
+        return self
 
 
 class ModelConfigFile(_Strict):

@@ -1,4 +1,5 @@
-"""The reconciler: brings the model table in line with the repository, the config file and the policies.
+"""The reconciler: brings the model table in line with the repository, the config file and the policies
+(and, after each model's labels, its traffic split and shadow).
 
 :meth:`Reconciler.sync` scans each model's base path, applies its version policy, loads and warms up
 what is selected (in the loader thread), and retires what is no longer selected. :meth:`_move` is the
@@ -34,6 +35,7 @@ from service.hosting.labels import LabelBook
 from service.hosting.loader import LoadError, load_model
 from service.hosting.model_config import LabelTarget, ModelSource, ModelSources, VersionPolicy
 from service.hosting.planner import PlanOptions
+from service.hosting.rollouts import RolloutBook
 from service.hosting.scan import Fingerprint, VersionDir, scan_models
 from service.hosting.table import ModelTable
 from service.hosting.versions import VersionRecord, VersionState
@@ -55,6 +57,7 @@ class Reconciler:
         self.metrics = metrics
         self.table = table
         self.labels = LabelBook(table)
+        self.rollouts = RolloutBook(table)
         self.sources = ModelSources(
             settings.model_config_file,
             settings.model_repository,
@@ -86,6 +89,7 @@ class Reconciler:
                     await self._sync_model(source, scans[source.name], trust_files or not self._synced_once)
             if only is None:
                 for name in set(self.table.records) - {s.name for s in sources}:  # dropped from the config
+                    self.rollouts.forget(name)
                     for record in self.table.versions(name):
                         if record.state is VersionState.AVAILABLE:
                             await self._retire(record)
@@ -115,6 +119,7 @@ class Reconciler:
             elif record.state is VersionState.START and record.version not in pending:
                 del versions[record.version]  # never loaded, and no longer wanted (or gone)
         self.labels.apply(name, source.version_labels)
+        self.rollouts.apply(source)
         self._count_states(name)
 
     def _still_held(self, name: str, model_print: ModelPrint) -> bool:

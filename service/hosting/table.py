@@ -5,7 +5,8 @@ them; :class:`service.hosting.reconciler.Reconciler` is the one writer. A reques
 once and holds it (:meth:`ModelTable.hold`) until it is answered, so an unload waits for it.
 
 The default version of a model is its highest AVAILABLE one; a label names one AVAILABLE version (or
-``latest``, whichever is the default).
+``latest``, whichever is the default). A model with a traffic split (:mod:`service.hosting.traffic`)
+spreads the requests that name no version over the versions of the split instead.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from contextlib import contextmanager
 
 from service.core.errors import ModelNotReady, NotFound
 from service.hosting.model_config import LabelTarget
+from service.hosting.traffic import Rollout, VersionRef
 from service.hosting.versions import VersionRecord, VersionState
-
-VersionRef = int | str | None  # a version number, a label, or None for the default version
 
 
 class ModelTable:
@@ -25,6 +25,7 @@ class ModelTable:
         # Written by the reconciler only.
         self.records: dict[str, dict[int, VersionRecord]] = {}
         self.labels: dict[str, dict[str, LabelTarget]] = {}
+        self.rollouts: dict[str, Rollout] = {}  # each model's traffic split and shadow, when it has them
         self.required: set[str] = set()  # models (``name`` or ``name:version``) readiness waits for
         self.started = False
 
@@ -80,10 +81,23 @@ class ModelTable:
             raise ModelNotReady(f"model {record.key} is {record.state.value}{detail}")
         return record
 
+    def route(self, name: str, ref: VersionRef = None, routing_key: str | None = None) -> VersionRecord:
+        """The ready version a request answers from: the one it names, else its traffic split's pick
+        (sticky by ``routing_key``), else the default one. A pick that is not ready now falls back to
+        the default version: a split never fails a request."""
+        if ref is None and (rollout := self.rollouts.get(name)) is not None and rollout.split is not None:
+            versions = self._versions(name)
+            picked = rollout.split.pick(routing_key)
+            target = self.labels.get(name, {}).get(picked) if isinstance(picked, str) else picked
+            record = versions.get(target) if isinstance(target, int) else None
+            if record is not None and record.ready:
+                return record
+        return self.ready(name, ref)
+
     @contextmanager
-    def hold(self, name: str, ref: VersionRef = None) -> Iterator[VersionRecord]:
-        """A ready version that is not unloaded until the block ends (an unload waits for it)."""
-        record = self.ready(name, ref)
+    def hold(self, name: str, ref: VersionRef = None, routing_key: str | None = None) -> Iterator[VersionRecord]:
+        """The version :meth:`route` picks, not unloaded until the block ends (an unload waits for it)."""
+        record = self.route(name, ref, routing_key)
         record.in_flight += 1
         try:
             yield record

@@ -13,7 +13,12 @@ everything in between happens here, top to bottom:
 5. turn images or tensors into the validated model input (in a thread if large);
 6. classify through the model's batcher (admission, batching, timeouts), or compute feature maps or an
    explanation (bounded: images per request, and concurrent calls shared by both);
-7. count the images, and encode the :class:`~service.core.request.InferenceResult` (in a thread if large).
+7. count the images, and encode the :class:`~service.core.request.InferenceResult` (in a thread if large);
+8. when the model has a shadow version and this request is in its share, hand the answered request to
+   :class:`~service.inference.shadow.ShadowRunner` (it runs in the background).
+
+The version a request names, or else its model's traffic split, or else the default version, answers
+(:meth:`~service.hosting.table.ModelTable.hold`).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from service.hosting.explain import gradcam_layers
 from service.hosting.table import ModelTable
 from service.hosting.versions import VersionRecord
 from service.inference.preprocess import images_to_batch, read_headers, tensor_to_batch
+from service.inference.shadow import Mirror, ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +83,7 @@ class InferencePipeline:
         self.metrics = metrics
         self.executor = executor
         self._heavy_slots = asyncio.Semaphore(settings.max_concurrent_feature_maps)
+        self.shadows = ShadowRunner(table, metrics, settings.shadow_queue_images)
 
     async def handle(
         self,
@@ -90,17 +97,24 @@ class InferencePipeline:
 
         ``gone`` returns when the client has gone away: long image decoding then stops.
         """
-        with self.table.hold(target.model, target.version) as record:  # not unloaded until done
+        with self.table.hold(target.model, target.version, target.routing_key) as record:  # not unloaded until done
             if target.operation is Operation.classify:
                 record.batcher.admit()  # an early 503, before the body is read
             wire, size = await read()
             request = await self._call(size > _OFFLOAD_PARSE_BYTES, decode, wire)
             del wire
-            result = await self.run(request, record, gone)
-        return await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
+            mirror = self.shadows.sample(target, record)
+            result = await self.run(request, record, gone, mirror)
+        answer = await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
+        if mirror is not None:
+            self.shadows.offer(mirror)
+        return answer
 
-    async def run(self, request: InferenceRequest, record: VersionRecord, gone: Gone | None = None) -> InferenceResult:
-        """Run a decoded request on a held version."""
+    async def run(
+        self, request: InferenceRequest, record: VersionRecord, gone: Gone | None = None, mirror: Mirror | None = None
+    ) -> InferenceResult:
+        """Run a decoded request on a held version (a classification keeps its input and answer in
+        ``mirror`` for the shadow version)."""
         model, card = record.loaded, record.card
         layers = _checked_outputs(request, card, record.name)
         spec = _checked_explain(request, card, record.name)
@@ -109,6 +123,8 @@ class InferencePipeline:
         if request.operation is Operation.classify:
             probabilities = await record.batcher.submit(images)
             result = InferenceResult(request, record.name, record.version, card, probabilities=probabilities)
+            if mirror is not None:
+                mirror.inputs, mirror.probabilities = images, probabilities
         elif spec is not None:
             explanation = await self._bounded(record.key, "explain", model.explain, images, spec)
             result = InferenceResult(request, record.name, record.version, card, explanation=explanation)

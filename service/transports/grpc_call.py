@@ -106,6 +106,17 @@ def _unimplemented(rpc: RpcContext, route: str) -> Callable[..., Awaitable[None]
     return answer
 
 
+ROUTING_KEY = "x-routing-key"
+
+
+def routing_key(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's ``x-routing-key`` metadata: a traffic split sends the same key to the same version."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY and isinstance(value, str):
+            return value
+    return None
+
+
 def message_reader(message: Message) -> Reader[Message]:
     """The pipeline's reader of an already received message, with its size on the wire."""
 

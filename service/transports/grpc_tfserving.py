@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 from service.codecs import tfserving_grpc
 from service.core.errors import InvalidInput
 from service.protocol import tfserving as views
-from service.transports.grpc_call import RpcContext, answer_unimplemented, message_reader
+from service.transports.grpc_call import RpcContext, answer_unimplemented, message_reader, routing_key
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
@@ -40,7 +40,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         async def work() -> predict_pb2.PredictResponse:
             return await self.rpc.plane.pipeline.handle(
-                tfserving_grpc.target(request),
+                tfserving_grpc.target(request, routing_key(context)),
                 message_reader(request),
                 tfserving_grpc.decode_predict,
                 tfserving_grpc.encode_predict,

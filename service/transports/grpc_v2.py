@@ -16,7 +16,7 @@ from service.codecs import v2_grpc
 from service.core.request import version_or_label
 from service.protocol import v2 as views
 from service.protocol.access import check_model_control
-from service.transports.grpc_call import RpcContext, answer_unimplemented, message_reader
+from service.transports.grpc_call import RpcContext, answer_unimplemented, message_reader, routing_key
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
@@ -84,7 +84,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         async def work() -> pb.ModelInferResponse:
             return await self.plane.pipeline.handle(
-                v2_grpc.target(request), message_reader(request), v2_grpc.decode_infer, v2_grpc.encode_infer
+                v2_grpc.target(request, routing_key(context)),
+                message_reader(request),
+                v2_grpc.decode_infer,
+                v2_grpc.encode_infer,
             )
 
         return await self.rpc.call(context, _route("ModelInfer"), request.model_name, work)

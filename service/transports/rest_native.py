@@ -23,13 +23,21 @@ from service.codecs.native_schemas import (
     PredictResponse,
 )
 from service.core.errors import NotFound
-from service.core.request import LABEL_PATTERN, ExplainSpec, Operation, Polarity, Target
+from service.core.request import LABEL_PATTERN, ExplainSpec, Operation, Polarity
 from service.inference.pipeline import Reader
 from service.protocol import native as views
 from service.protocol.native import LabelAssignment, ModelDetail, ModelEntry, ModelList
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key, require_model_control
-from service.transports.routing import body_reader, client_gone, direct_post_route, version_ref, versioned_route
+from service.transports.routing import (
+    body_reader,
+    client_gone,
+    direct_post_route,
+    naming_version,
+    request_target,
+    version_ref,
+    versioned_route,
+)
 
 TAGS = ["native"]
 router = APIRouter(prefix="/api/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
@@ -70,15 +78,21 @@ def _body_reader(request: Request, media: str) -> Reader[bytes] | Reader[list[by
     return read
 
 
+_ENCODE_PREDICT = naming_version(native.encode_predict)
+_ENCODE_FEATURE_MAPS = naming_version(native.encode_feature_maps)
+_ENCODE_EXPLAIN = naming_version(native.encode_explain)
+
+
 def _wants_png(format: str | None, request: Request) -> bool:
     """``format=png``, or no format and an ``Accept`` header that asks for PNG."""
     return format == "png" or (format is None and "image/png" in request.headers.get("accept", ""))
 
 
 # -- models and summaries ---------------------------------------------------------------------------
-@router.get("/models", response_model=ModelList, summary="List models, their versions, states and labels")
+@router.get("/models", response_model=ModelList, summary="List models, their versions, states, labels and rollouts")
 async def list_models(plane: Annotated[DataPlane, Depends(get_plane)]) -> ModelList:
-    return ModelList(models=[views.model_entry(plane.table, name) for name in sorted(plane.table.names)])
+    names = sorted(plane.table.names)
+    return ModelList(models=[views.model_entry(plane.table, plane.pipeline.shadows, name) for name in names])
 
 
 @router.put(
@@ -96,7 +110,7 @@ async def set_label(
     plane: Annotated[DataPlane, Depends(get_plane)],
 ) -> ModelEntry:
     plane.control.set_label(name, label, body.version)
-    return views.model_entry(plane.table, name)
+    return views.model_entry(plane.table, plane.pipeline.shadows, name)
 
 
 @router.delete(
@@ -107,7 +121,7 @@ async def set_label(
 )
 async def delete_label(name: str, label: str, plane: Annotated[DataPlane, Depends(get_plane)]) -> ModelEntry:
     plane.control.set_label(name, label, None)
-    return views.model_entry(plane.table, name)
+    return views.model_entry(plane.table, plane.pipeline.shadows, name)
 
 
 @versioned_route(
@@ -119,7 +133,7 @@ async def model_detail(
     version: str | None = None,
     label: str | None = None,
 ) -> ModelDetail:
-    return views.model_detail(plane.table, name, version_ref(version, label))
+    return views.model_detail(plane.table, plane.pipeline.shadows, name, version_ref(version, label))
 
 
 @versioned_route(
@@ -131,7 +145,7 @@ async def model_summary(
     version: str | None = None,
     label: str | None = None,
 ) -> ModelSummary:
-    detail = views.model_detail(plane.table, name, version_ref(version, label))
+    detail = views.model_detail(plane.table, plane.pipeline.shadows, name, version_ref(version, label))
     if detail.summary is None:
         raise NotFound(f"model {detail.name}:{detail.version} has no layer summary ({detail.state})")
     return detail.summary
@@ -149,10 +163,9 @@ async def predict(
     plane = request.app.state.plane
     media = native.media_type(request.headers.get("content-type"))
     decode = partial(native.decode_predict, media=media, top_k=top or plane.settings.default_top_k, polarity=polarity)
-    target = Target(name, version_ref(version, label))
-    return await plane.pipeline.handle(
-        target, _body_reader(request, media), decode, native.encode_predict, client_gone(request)
-    )
+    target = request_target(request, name, version, label)
+    reader = _body_reader(request, media)
+    return await plane.pipeline.handle(target, reader, decode, _ENCODE_PREDICT, client_gone(request))
 
 
 def add_predict_routes(router: APIRouter, **kwargs: Any) -> None:
@@ -191,9 +204,9 @@ async def feature_maps(
     decode = partial(
         native.decode_feature_maps, media=media, layer=layer, as_png=_wants_png(format, request), polarity=polarity
     )
-    target = Target(name, version_ref(version, label), Operation.feature_maps)
+    target = request_target(request, name, version, label, Operation.feature_maps)
     return await plane.pipeline.handle(
-        target, _body_reader(request, media), decode, native.encode_feature_maps, client_gone(request)
+        target, _body_reader(request, media), decode, _ENCODE_FEATURE_MAPS, client_gone(request)
     )
 
 
@@ -224,7 +237,7 @@ async def explain(
     decode = partial(
         native.decode_explain, media=media, spec=spec, as_png=_wants_png(format, request), polarity=polarity
     )
-    target = Target(name, version_ref(version, label), Operation.explain)
+    target = request_target(request, name, version, label, Operation.explain)
     return await plane.pipeline.handle(
-        target, _body_reader(request, media), decode, native.encode_explain, client_gone(request)
+        target, _body_reader(request, media), decode, _ENCODE_EXPLAIN, client_gone(request)
     )

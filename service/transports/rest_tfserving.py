@@ -15,12 +15,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.codecs import tfserving
-from service.core.request import ExplainSpec, Operation, Target
+from service.core.request import ExplainSpec, Operation
 from service.core.wire import json_response
 from service.protocol import tfserving as views
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import explain_spec, get_plane, require_api_key
-from service.transports.routing import body_reader, client_gone, direct_post_route, version_ref, versioned_route
+from service.transports.routing import (
+    body_reader,
+    client_gone,
+    direct_post_route,
+    naming_version,
+    request_target,
+    version_ref,
+    versioned_route,
+)
 
 TAGS = ["tensorflow-serving"]
 router = APIRouter(prefix="/v1", tags=TAGS, dependencies=[Depends(require_api_key)])
@@ -83,18 +91,20 @@ async def explain(
     version: str | None = None,
     label: str | None = None,
 ) -> Response:
-    target = Target(name, version_ref(version, label), Operation.explain)
+    target = request_target(request, name, version, label, Operation.explain)
     decode = partial(tfserving.decode_explain, spec=spec)
-    return await plane.pipeline.handle(
-        target, body_reader(request), decode, tfserving.encode_explain, client_gone(request)
-    )
+    return await plane.pipeline.handle(target, body_reader(request), decode, _ENCODE_EXPLAIN, client_gone(request))
+
+
+_ENCODE_EXPLAIN = naming_version(tfserving.encode_explain)
+_ENCODE_PREDICT = naming_version(tfserving.encode_predict)
 
 
 async def predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
-    target = Target(name, version_ref(version, label))
+    target = request_target(request, name, version, label)
     pipeline = request.app.state.plane.pipeline
     return await pipeline.handle(
-        target, body_reader(request), tfserving.decode_predict, tfserving.encode_predict, client_gone(request)
+        target, body_reader(request), tfserving.decode_predict, _ENCODE_PREDICT, client_gone(request)
     )
 
 

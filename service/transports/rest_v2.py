@@ -14,12 +14,19 @@ from fastapi.responses import Response
 
 from service.codecs import v2
 from service.core.errors import RETRY_AFTER
-from service.core.request import Target
 from service.core.wire import json_response
 from service.protocol import v2 as views
 from service.protocol.plane import DataPlane
 from service.transports.dependencies import get_plane, require_api_key
-from service.transports.routing import body_reader, client_gone, direct_post_route, version_ref, versioned_route
+from service.transports.routing import (
+    body_reader,
+    client_gone,
+    direct_post_route,
+    naming_version,
+    request_target,
+    version_ref,
+    versioned_route,
+)
 
 TAGS = ["open-inference-protocol-v2"]
 router = APIRouter(prefix="/v2", tags=TAGS, dependencies=[Depends(require_api_key)])
@@ -89,11 +96,14 @@ _INFER_DOC = {
 }
 
 
+_ENCODE_INFER = naming_version(v2.encode_infer)
+
+
 async def infer(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
     decode = partial(v2.decode_infer, header_length=request.headers.get(v2.HEADER_LENGTH))
-    target = Target(name, version_ref(version, label))
+    target = request_target(request, name, version, label)
     pipeline = request.app.state.plane.pipeline
-    return await pipeline.handle(target, body_reader(request), decode, v2.encode_infer, client_gone(request))
+    return await pipeline.handle(target, body_reader(request), decode, _ENCODE_INFER, client_gone(request))
 
 
 def add_infer_routes(router: APIRouter, **kwargs: Any) -> None:

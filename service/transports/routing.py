@@ -1,5 +1,5 @@
-"""Route registration shared by the REST dialects, the body reader they hand the pipeline, and the direct
-route class of the hot path."""
+"""Route registration shared by the REST dialects, what they hand the pipeline (the target, the body
+reader, encoders that name the answering version), and the direct route class of the hot path."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.core.request import version_number
+from service.core.request import InferenceResult, Operation, Target, version_number
 from service.inference.pipeline import Gone, Reader
 from service.transports.dependencies import require_api_key
 
@@ -55,6 +55,29 @@ def version_ref(version: str | None, label: str | None) -> int | str | None:
     if label is not None:
         return label
     return None if version is None else version_number(version)
+
+
+ROUTING_KEY = "x-routing-key"
+MODEL_VERSION = "x-model-version"
+
+
+def request_target(
+    request: Request, name: str, version: str | None, label: str | None, operation: Operation = Operation.classify
+) -> Target:
+    """The model version a REST request is for (:func:`version_ref`), with its ``X-Routing-Key``: a traffic
+    split sends the same key to the same version."""
+    return Target(name, version_ref(version, label), operation, request.headers.get(ROUTING_KEY))
+
+
+def naming_version(encode: Callable[[InferenceResult], Response]) -> Callable[[InferenceResult], Response]:
+    """``encode``, its answer carrying the version that produced it in an ``X-Model-Version`` header."""
+
+    def encode_naming_version(result: InferenceResult) -> Response:
+        response = encode(result)
+        response.headers[MODEL_VERSION] = str(result.model_version)
+        return response
+
+    return encode_naming_version
 
 
 def body_reader(request: Request) -> Reader[bytes]:
