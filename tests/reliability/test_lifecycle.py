@@ -5,16 +5,20 @@
   broken version 4 and deletes version 1. No request may fail, answers must move to each new version
   within the poll interval plus its load time, and the status API must show every transition.
 - Memory: 50 publish/unload cycles of one version leave RSS within 10% of what it was after the first.
+- Under a canary split and a shadow: a new version is published and the labels move up a version while
+  16 clients send requests; none fails, and the split goes on over the new versions.
 - Stock ``tritonclient.http`` drives the repository extension (index, load, unload).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +214,51 @@ def test_versions_swap_under_load_without_a_failed_request(tmp_path: Path, sourc
     assert _at(final[1], "END") - deleted_1 <= POLL_S + SLACK_S + 10.0
     errors = [line for line in server_log.splitlines() if " ERROR " in line]
     assert errors and all(f"model {MODEL}:4 failed to load" in line for line in errors), errors
+
+
+def _rollout_config(path: Path, versions: list[int], stable: int, canary: int) -> None:
+    path.write_text(json.dumps({"model_config_list": [{
+        "name": MODEL, "base_path": MODEL, "model_version_policy": {"specific": {"versions": versions}},
+        "version_labels": {"stable": stable, "canary": canary}, "traffic": {"stable": 80, "canary": 20},
+        "shadow": {"version": "canary", "fraction": 0.5},
+    }]}))  # fmt: skip
+
+
+def test_a_swap_under_a_canary_and_a_shadow_loses_no_request(tmp_path: Path, source: Path) -> None:
+    """Versions 1 (stable) and 2 (canary, also the shadow) serve a split; version 3 is published and the
+    config moves both labels up a version and retires version 1, all under load."""
+    repository = _repository(tmp_path, source)
+    publish(source, repository / MODEL, 2)
+    config = repository / "models.json"
+    _rollout_config(config, [1, 2], stable=1, canary=2)
+    env = {"CNN_POLL_INTERVAL_S": str(POLL_S), "CNN_MODEL_CONFIG": str(config)}
+    third = DURATION_S / 3
+    with (
+        running_server(repository, tmp_path / "server.log", env) as server,
+        httpx.Client(base_url=server.base_url, timeout=30.0) as status,
+        Traffic(server.base_url) as traffic,
+    ):
+        start = time.time()
+        _sleep_until(start, third)
+        publish(source, repository / MODEL, 3)
+        _rollout_config(config, [2, 3], stable=2, canary=3)
+        _wait_for(status, 1, "END")
+        swapped = time.time()
+        _sleep_until(start, 2 * third)
+        rollout = next(m for m in status.get("/api/v1/models").json()["models"] if m["name"] == MODEL)["rollout"]
+        server_log = server.log()
+
+    answers = traffic.answers
+    failed = [a for a in answers if a.status != 200]
+    assert not failed, f"{len(failed)} of {len(answers)} requests failed, first: {failed[:5]}\n{server_log[-3000:]}"
+    before = Counter(a.version for a in answers if a.received < start + third)
+    after = Counter(a.version for a in answers if a.sent > swapped + SLACK_S)
+    assert set(before) == {1, 2} and set(after) == {2, 3}, (before, after)
+    assert abs(after[3] / sum(after.values()) - 0.2) <= 0.05, after  # the split goes on over the new versions
+    assert [t["version"] for t in rollout["traffic"]] == [2, 3] and rollout["shadow"]["version"] == 3
+    pairs = {(c["live_version"], c["shadow_version"]): c for c in rollout["comparisons"]}
+    assert {(1, 2), (2, 3)} <= set(pairs) and all(c["agreement"] == 1.0 for c in pairs.values())  # same weights
+    assert "failed" not in rollout["dropped"], rollout["dropped"]
 
 
 @pytest.mark.parametrize(
