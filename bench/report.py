@@ -12,6 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 SERVER_LABELS = {
     "served": "served (python -m service)",
     "served-fp32": "served, float32 TensorFlow",
+    "served-shadow": "served, a copy as version 2 shadowing 10% of requests",
+    "served-shadow-off": "the same process, its shadow turned off",
     "naive": "naive FastAPI",
     "naive-logged": "naive FastAPI, uvicorn's default access log",
     "litserve": "LitServe (served engine)",
@@ -167,6 +169,7 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
     ]
     out += engine_limit_markdown(results)
     out += precision_markdown(results)
+    out += shadow_markdown(results)
     out += bounds_markdown(results)
     out += profile_markdown(results.get("profile"))
     out += results.get("notes", [])
@@ -194,6 +197,29 @@ def engine_limit_markdown(results: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
+
+
+def shadow_markdown(results: dict[str, Any]) -> list[str]:
+    """What ``served-shadow``'s shadow version saw: requests compared and dropped, agreement, latency."""
+    rollout = (results.get("served_shadow") or {}).get("shadow")
+    if not rollout:
+        return []
+    share = f"{rollout['shadow']['fraction']:.0%}"
+    lines = [
+        "## Shadow version",
+        "",
+        f"`served-shadow` serves the model as version 1 and a copy as version 2, the shadow of {share} of the "
+        "requests (run in the background, after each answer). Its scenario a runs alternate with the shadow "
+        "off (`served-shadow-off`) and on, the config file rewritten between them, in the same process.",
+    ]
+    for c in rollout["comparisons"]:
+        lines.append(
+            f"- live {c['live_version']} / shadow {c['shadow_version']}: {c['requests']:,} requests "
+            f"({c['predictions']:,} images) compared, top-1 agreement {c['agreement']:.2%}, shadow latency p50 "
+            f"{c['latency']['p50_ms']:.2f} ms, p95 {c['latency']['p95_ms']:.2f} ms."
+        )
+    dropped = ", ".join(f"{reason} {count:,}" for reason, count in rollout["dropped"].items()) or "none"
+    return [*lines, f"- dropped: {dropped}.", ""]
 
 
 def precision_markdown(results: dict[str, Any]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Measures, in one run on 127.0.0.1: the in-process limit of the SavedModel in float32 TensorFlow, then the
 served model twice (``python -m service``: pinned to float32 TensorFlow, then its defaults, which pick the
-fastest measured runtime and precision), the in-process limit of the engine it chose, the peers on that
+fastest measured runtime and precision) and once more with a shadow version (a copy of the model that
+also runs 10% of the requests in the background), the in-process limit of the engine it chose, the peers on that
 same engine (Seldon MLServer with 1 and 2 parallel workers, LitServe) and a naive FastAPI server, each
 driven by wrk or the gRPC load generator; then the served model's accuracy through HTTP per runtime and
 precision (:mod:`bench.accuracy`); then writes ``bench/results/{RESULTS.md,results.json,throughput.png}``
@@ -21,6 +22,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +48,8 @@ from contract.machine import cpu_flags, cpu_model
 logger = logging.getLogger("bench")
 GRPC_PAYLOADS = {"grpc_batch": 64, "grpc_single": 1}  # gRPC scenarios: images per call
 MLSERVERS = tuple(mlserver_name(workers) for workers in MLSERVER_WORKERS)
+SHADOW_FRACTION = 0.1  # served-shadow: the share of requests its shadow version also runs
+SHADOW_ROUNDS = 2  # served-shadow: measurements with the shadow off and on, alternated
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -160,7 +164,8 @@ class Bench:
         name = args.model
         v1, v2, native = f"/v1/models/{name}:predict", f"/v2/models/{name}/infer", f"/api/v1/models/{name}/predict"
         self.scenarios = [
-            Scenario("a", "tfserving", v1, concurrency, ("served-fp32", "served", "naive", "litserve")),
+            Scenario("a", "tfserving", v1, concurrency,
+                     ("served-fp32", "served", "served-shadow", "naive", "litserve")),
             # For reference only: the naive server as plain ``uvicorn`` runs it, access log on.
             Scenario("a", "tfserving", v1, (top,), ("naive-logged",)),
             Scenario("b", "png", native, (top,), ("served",)),
@@ -201,6 +206,10 @@ class Bench:
                 "/health/ready",
                 env={**service_env, "CNN_RUNTIME": "tensorflow", "CNN_PRECISION": "fp32"},
             ),
+            # The same, a copy of the model as version 2 shadowing 10% of the requests to version 1.
+            "served-shadow": ServerSpec(
+                "served-shadow", [python, "-m", "service"], "/health/ready", env={**service_env, **self.shadow_env()}
+            ),
             # Without uvicorn's per-request access log, as the service runs by default.
             "naive": ServerSpec("naive", [*uvicorn, "--no-access-log", "bench.naive_server:app"], "/health", naive_env),
             # For reference: plain ``uvicorn`` defaults, access log on.
@@ -208,6 +217,27 @@ class Bench:
             "litserve": litserve_spec(self.model_dir, self.args.model, self.openvino_ir, self.engine),
             **self.mlserver_specs(),
         }
+
+    def shadow_env(self) -> dict[str, str]:
+        """A repository holding the model as versions 1 and 2, and a config file whose traffic goes to 1
+        while 2 shadows ``SHADOW_FRACTION`` of it (:meth:`measure_shadow` turns the shadow off and on)."""
+        root = self.raw / "shadow-repository"
+        for version in (1, 2):
+            target = root / self.args.model / str(version)
+            if not target.exists():
+                shutil.copytree(self.model_dir, target)
+                card = json.loads((target / "model_card.json").read_text())
+                (target / "model_card.json").write_text(json.dumps({**card, "version": version}))
+        self.write_shadow_config(root / "models.json", shadow=True)
+        return {"CNN_MODEL_REPOSITORY": str(root), "CNN_MODEL_CONFIG": str(root / "models.json"),
+                "CNN_POLL_INTERVAL_S": "0.5"}  # fmt: skip
+
+    def write_shadow_config(self, path: Path, *, shadow: bool) -> None:
+        entry = {"name": self.args.model, "base_path": self.args.model, "model_version_policy": {"all": {}},
+                 "traffic": {"1": 1}}  # fmt: skip
+        if shadow:
+            entry["shadow"] = {"version": 2, "fraction": SHADOW_FRACTION}
+        path.write_text(json.dumps({"model_config_list": [entry]}))
 
     def mlserver_specs(self) -> dict[str, ServerSpec]:
         """MLServer needs the served engine as OpenVINO IR, and its own venv."""
@@ -229,8 +259,11 @@ class Bench:
             logger.info("%s stopped", spec.name)
 
     # -- one measurement -------------------------------------------------------------------------------
-    def measure(self, server: Server, scenario: Scenario, payload: Payload | None, connections: int) -> dict[str, Any]:
-        """One measurement: wrk with ``payload``'s bodies, or the gRPC load generator for a gRPC scenario."""
+    def measure(
+        self, server: Server, scenario: Scenario, payload: Payload | None, connections: int, name: str | None = None
+    ) -> dict[str, Any]:
+        """One measurement: wrk with ``payload``'s bodies, or the gRPC load generator for a gRPC scenario;
+        recorded under the server's name, or ``name``."""
         url = server.url(scenario.path)
         common = {"connections": connections, "threads": self.args.wrk_threads}
         warmup_errors = 0
@@ -264,7 +297,7 @@ class Bench:
             warmup_errors=warmup_errors,
         )
         record = {
-            "server": server.spec.name,
+            "server": name or server.spec.name,
             "scenario": scenario.name,
             "payload": scenario.payload,
             **result.to_dict(),
@@ -274,7 +307,7 @@ class Bench:
         lat = result.latency_ms
         logger.info(
             "%-8s %s c=%-3d %8.1f img/s  p50 %7.2f  p95 %7.2f  p99 %7.2f ms  errors %d  (wrk %.0f%% of a core)",
-            server.spec.name, scenario.name, connections, result.images_per_s, lat["p50"], lat["p95"], lat["p99"],
+            record["server"], scenario.name, connections, result.images_per_s, lat["p50"], lat["p95"], lat["p99"],
             record["error_count"], 100 * result.extra["wrk_cores"],
         )  # fmt: skip
         if record["error_count"]:
@@ -363,6 +396,9 @@ class Bench:
             for scenario in self.scenarios:
                 if name not in scenario.servers:
                     continue
+                if name == "served-shadow":
+                    self.measure_shadow(server, scenario, payloads[scenario.payload])
+                    continue
                 for connections in scenario.connections:
                     record = self.measure(server, scenario, payloads.get(scenario.payload), connections)
                     if (name, scenario.name, connections) == ("served", "a", 1):
@@ -373,11 +409,27 @@ class Bench:
                         info["batch1_after_ms"] = after["batch1_call_ms"]["p50"]
                     if scenario.name == "a" and connections == max(scenario.connections):
                         info["load_rss_mib"] = record["extra"]["rss_peak_mib"]
+            if name == "served-shadow":
+                status, entry = http_request(server.port, "GET", f"/api/v1/models/{self.args.model}")
+                info["shadow"] = json.loads(entry)["rollout"] if status == 200 else None
             if name == "served":
                 info["peak_rss_mib"] = sum(memory_kib(pid).get("VmHWM", 0) for pid in process_tree(server.pid)) / 1024
                 if self.args.profile_seconds:
                     info["profile"] = self.profile(server, payloads["tfserving"], self.scenarios[0])
         return info
+
+    def measure_shadow(self, server: Server, scenario: Scenario, payload: Payload) -> None:
+        """Scenario ``a`` on one server with its shadow off, then on (its config file rewritten between
+        them), ``SHADOW_ROUNDS`` times: the same process and memory, and the machine's drift spread over
+        both. The runs with the shadow off are recorded as ``served-shadow-off``."""
+        config = Path(server.spec.env["CNN_MODEL_CONFIG"])
+        for _ in range(SHADOW_ROUNDS):
+            for shadow in (False, True):
+                self.write_shadow_config(config, shadow=shadow)
+                wait_for_shadow(server, self.args.model, shadow)
+                name = "served-shadow" if shadow else "served-shadow-off"
+                for connections in scenario.connections:
+                    self.measure(server, scenario, payload, connections, name)
 
     def profile(self, server: Server, payload: Payload, scenario: Scenario) -> dict[str, Any]:
         """Per-request CPU under scenario a at the highest concurrency; py-spy samples a window inside the load."""
@@ -463,6 +515,7 @@ class Bench:
             "engine": self.engine.label if self.engine else None,
             "served": {k: v for k, v in served.items() if k != "profile"},
             "served_fp32": servers.get("served-fp32"),
+            "served_shadow": servers.get("served-shadow"),
             "accuracy": accuracy,
             "profile": served.get("profile"),
             "measurements": self.measurements,
@@ -483,6 +536,17 @@ class Bench:
 
 
 _BATCH_METRIC = re.compile(r'^cnn_batch_size_(sum|count)\{model="([^"]+)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def wait_for_shadow(server: Server, model: str, on: bool, timeout_s: float = 30.0) -> None:
+    """Until the server reports the model's shadow on (or off), after a config edit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, body = http_request(server.port, "GET", f"/api/v1/models/{model}")
+        if status == 200 and (json.loads(body)["rollout"]["shadow"] is not None) == on:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.spec.name} did not turn its shadow {'on' if on else 'off'} within {timeout_s:g} s")
 
 
 def batch_stats(server: Server) -> tuple[float, float] | None:
@@ -583,6 +647,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         target("d (gRPC) / c (REST v2 binary) img/s", grpc_vs_rest, "≥ 1", _at_least(grpc_vs_rest, 1)),
         target("d (gRPC) / in-process float32 limit img/s", grpc_vs_limit, "≥ 0.85", _at_least(grpc_vs_limit, 0.85)),
         *_same_engine_targets(results, target, top),
+        *_shadow_targets(results, target, top),
         target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
         target("peak RSS MiB", rss, f"≤ {1.5 * GB / MIB:,.0f} (1.5 GB)", rss is not None and rss * MIB <= 1.5 * GB),
         *precision_targets,
@@ -625,6 +690,27 @@ def _same_engine_targets(results: dict[str, Any], target: Any, top: int) -> list
     goal_c1 = f"≤ {call + 0.4:.2f} (engine batch-1 call {call:.2f} + 0.4)" if call else "engine batch-1 call + 0.4"
     rows.append(target("a, c=1: served p50 ms", p50, goal_c1, ok))
     return rows
+
+
+def _shadow_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
+    """The live side of ``served-shadow`` with its shadow on against the same process with it off, each
+    the mean of its rounds."""
+    ms = results["measurements"]
+
+    def mean(server: str, connections: int, field: Any) -> float | None:
+        found = [field(m) for m in ms if (m["server"], m["scenario"], m["connections"]) == (server, "a", connections)]
+        return sum(found) / len(found) if found else None
+
+    rates = [mean(name, top, lambda m: m["images_per_s"]) for name in ("served-shadow", "served-shadow-off")]
+    p50s = [mean(name, 1, lambda m: m["latency_ms"]["p50"]) for name in ("served-shadow", "served-shadow-off")]
+    ratio = rates[0] / rates[1] if None not in rates else None
+    p50 = p50s[0] / p50s[1] if None not in p50s else None
+    share = f"{SHADOW_FRACTION:.0%}"
+    return [
+        target(f"a, c={top}: live img/s with a {share} shadow / without", ratio, "≥ 0.85", _at_least(ratio, 0.85)),
+        target(f"a, c=1: live p50 with a {share} shadow / without", p50, "≤ 1.1 (within noise)",
+               p50 is not None and p50 <= 1.1),
+    ]  # fmt: skip
 
 
 def cpu_class() -> str:
@@ -697,7 +783,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=12, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="scenario a connections")
-    servers = ["served-fp32", "served", "naive", "naive-logged", "litserve", *MLSERVERS]
+    servers = ["served-fp32", "served", "served-shadow", "naive", "naive-logged", "litserve", *MLSERVERS]
     parser.add_argument("--servers", nargs="+", default=servers, choices=servers,
                         help="in this order; the peers on the served engine need 'served' before them")  # fmt: skip
     parser.add_argument("--mlserver", type=Path, default=ROOT / ".venv-mlserver" / "bin" / "mlserver",

@@ -44,7 +44,9 @@ Three APIs share one batched inference path:
   repository extension (index, load, unload).
 
 New model versions go live while requests flow: the repository is polled, each model's version policy
-picks its versions, and version labels (`/labels/{label}`) work wherever a version number does.
+picks its versions, and version labels (`/labels/{label}`) work wherever a version number does. The
+model config file may split a model's default route over versions (sticky with `X-Routing-Key`) and name a
+shadow version that also runs a share of it; every answer names its version (`X-Model-Version`).
 
 Errors are JSON `{"error": "..."}` with a 4xx status for anything wrong with the request.
 """

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,8 @@ def test_manifests_match_kubernetes_schemas(kustomization: str, version: str):
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_expected_objects(kustomization: str):
     kinds = sorted(doc["kind"] for doc in render(kustomization))
-    assert kinds == sorted(["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"])
+    expected = ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    assert kinds == sorted(expected)
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -344,20 +346,40 @@ def test_selectors_and_config_are_wired(kustomization: str, monkeypatch: pytest.
     assert annotations["prometheus.io/port"] == str(settings.port)
     assert annotations["prometheus.io/path"] in get_paths(settings)
 
-    config = one(docs, "ConfigMap")
     refs = [e["configMapRef"]["name"] for e in c["envFrom"] if "configMapRef" in e]
-    assert refs == [config["metadata"]["name"]]
+    config = next(doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == refs[0])
+    assert len(refs) == 1
     data = config["data"]
     assert all(key.startswith("CNN_") for key in data)
     # The models are the ones the image bundles, or a volume mounted where the settings look.
     mounts = {Path(m["mountPath"]) for m in c.get("volumeMounts", [])}
     assert settings.model_repository in image_repository_paths() | mounts, settings.model_repository
     assert settings.request_timeout_s > settings.queue_timeout_s
+    # The model config file is the mounted ConfigMap's, and it names the bundled models.
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    sources = mounted_config(pod, c, docs, settings.model_config_file)
+    assert {source.base_path.parent for source in sources} == {settings.model_repository}
     # The API key is a secret, never a ConfigMap value.
     assert "CNN_API_KEY" not in data
     api_key = next(e for e in c["env"] if e["name"] == "CNN_API_KEY")
     assert "secretKeyRef" in api_key["valueFrom"]
     assert "value" not in api_key
+
+
+def mounted_config(pod: dict[str, Any], c: dict[str, Any], docs: list[dict[str, Any]], path: Path | None) -> list:
+    """The model config file at ``path`` in the container: a ConfigMap key mounted as a directory (not
+    subPath, so edits reach the running pod), parsed by the service's own reader."""
+    from service.hosting.model_config import read_config
+
+    assert path is not None, "CNN_MODEL_CONFIG is not set"
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == str(path.parent))
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"])
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(config["data"][path.name])
+        return read_config(copy)
 
 
 def image_tag(docs: list[dict[str, Any]]) -> str:

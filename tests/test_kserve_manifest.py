@@ -25,6 +25,7 @@ from tests.test_k8s_manifests import (
     container_port,
     get_paths,
     kustomize_command,
+    mounted_config,
     named,
     one,
     pod_env,
@@ -145,7 +146,8 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_expected_objects():
     docs = render()
-    assert sorted(d["kind"] for d in docs) == ["InferenceService", "PersistentVolumeClaim", "PodDisruptionBudget"]
+    kinds = ["ConfigMap", "InferenceService", "PersistentVolumeClaim", "PodDisruptionBudget"]
+    assert sorted(d["kind"] for d in docs) == kinds
     assert {d["metadata"].get("namespace") for d in docs} == {"cnn-serving"}
     doc = one(docs, "InferenceService")
     assert doc["apiVersion"] == "serving.kserve.io/v1beta1"
@@ -154,7 +156,8 @@ def test_expected_objects():
 
 def test_plain_files_match_the_rendering():
     """`kubectl apply -f` of the files gives the same objects as `kubectl apply -k`, less namespace and labels."""
-    files = {"InferenceService": "inferenceservice", "PersistentVolumeClaim": "pvc", "PodDisruptionBudget": "pdb"}
+    files = {"InferenceService": "inferenceservice", "PersistentVolumeClaim": "pvc", "PodDisruptionBudget": "pdb",
+             "ConfigMap": "model-config"}  # fmt: skip
     for doc in render():
         (plain,) = [d for d in yaml.safe_load_all((KSERVE_DIR / f"{files[doc['kind']]}.yaml").read_text()) if d]
         rendered = copy.deepcopy(doc)
@@ -335,6 +338,12 @@ def test_model_repository_is_the_pvc_mounted_read_only(monkeypatch: pytest.Monke
     # Several replicas on several nodes mount it at once.
     assert set(pvc["spec"]["accessModes"]) & {"ReadWriteMany", "ReadOnlyMany"}
     assert "ReadWriteOnce" not in pvc["spec"]["accessModes"]
+
+
+def test_the_model_config_file_is_the_mounted_configmap(monkeypatch: pytest.MonkeyPatch):
+    s = settings(monkeypatch)
+    sources = mounted_config(predictor(), container(), render(), s.model_config_file)
+    assert sources and {source.base_path.parent for source in sources} == {s.model_repository}
 
 
 def test_image_resources_and_security_match_the_k8s_base():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -308,3 +309,47 @@ def test_a_page_of_another_site_cannot_unload_a_model(browser, server, tmp_path:
     finally:
         page.context.close()
         other_site.shutdown()
+
+
+def test_the_rollout_card_shows_the_split_and_the_shadows_agreement(browser, bundled_repository, tmp_path, fashion):
+    """lenet5 published as version 2 of fashion_cnn, taking 25% of the traffic and shadowing the rest."""
+    import json
+
+    from tests.lifecycle_helpers import publish
+
+    root = tmp_path / "repository"
+    (root / "fashion_cnn").mkdir(parents=True)
+    publish(bundled_repository / "fashion_cnn" / "1", root / "fashion_cnn", 1)
+    publish(bundled_repository / "lenet5" / "1", root / "fashion_cnn", 2)
+    (root / "models.json").write_text(json.dumps({"model_config_list": [{
+        "name": "fashion_cnn", "base_path": "fashion_cnn", "model_version_policy": {"all": {}},
+        "version_labels": {"stable": 1}, "traffic": {"stable": 3, "2": 1}, "shadow": {"version": 2, "fraction": 1},
+    }]}))  # fmt: skip
+    env = {"CNN_POLL_INTERVAL_S": "0", "CNN_MODEL_CONFIG": str(root / "models.json")}
+    with running_server(root, tmp_path / "server.log", env) as rolled:
+        for start in range(0, 200, 20):
+            chunk = {"tensor": fashion.test.images[start : start + 20].tolist(), "dtype": "uint8"}
+            assert httpx.post(f"{rolled.base_url}/api/v1/models/fashion_cnn/predict", json=chunk).status_code == 200
+        url = f"{rolled.base_url}/api/v1/models/fashion_cnn"
+        for _ in range(100):  # the shadow runs in the background
+            rollout = httpx.get(url).json()["rollout"]
+            if sum(c["requests"] for c in rollout["comparisons"]) == 10 - 2:  # a quarter answered by version 2
+                break
+            time.sleep(0.1)
+        (comparison,) = rollout["comparisons"]
+        view = Page(browser)
+        try:
+            view.page.goto(rolled.base_url + "/")
+            view.page.wait_for_selector("#rollout-card:not([hidden])")
+            traffic = view.page.locator("#traffic").inner_text()
+            assert "“stable” (v1): 75% of requests" in traffic and "v2: 25% of requests" in traffic
+            assert "Shadow: v2 also runs 100%" in view.page.locator("#shadow-note").inner_text()
+            row = view.page.locator("#comparisons tbody tr").first.inner_text().split("\t")
+            assert row[:5] == ["v1", "v2", str(comparison["requests"]), str(comparison["predictions"]),
+                               f"{100 * comparison['agreement']:.1f}%"]  # fmt: skip
+            cells = view.page.locator("#confusion tbody tr").nth(3).locator("td")
+            assert [int(cells.nth(i).inner_text()) for i in range(10)] == comparison["confusion"][3]
+            assert view.page.locator("#confusion thead th").nth(4).inner_text() == "Dress"
+            assert view.errors == [] and view.outside == []
+        finally:
+            view.close()

@@ -124,6 +124,7 @@ async function selectModel(ref) {
   fillLayers();
   fillTargets();
   renderSummary(detail.summary);
+  renderRollout(detail.rollout);
   if (state.image) await analyse();
 }
 
@@ -198,6 +199,56 @@ function renderSummary(summary) {
   }
   foot.replaceChildren(total);
   $("arch-card").hidden = false;
+}
+
+// -- rollout: traffic split and shadow comparisons ---------------------------------------------------
+const percent = (x) => `${(100 * x).toFixed(x === 0 || x === 1 ? 0 : 1)}%`;
+
+function cellRow(cells, header = false) {
+  const tr = document.createElement("tr");
+  cells.forEach((text, i) => {
+    const cell = document.createElement(header || i === 0 ? "th" : "td");
+    if (header) cell.scope = "col";
+    else if (i === 0) cell.scope = "row";
+    cell.textContent = text;
+    tr.append(cell);
+  });
+  return tr;
+}
+
+function renderRollout(rollout) {
+  const shown = rollout && (rollout.traffic.length || rollout.shadow || rollout.comparisons.length);
+  $("rollout-card").hidden = !shown;
+  if (!shown) return;
+  const named = (target, version) => (version === null ? `${target} (not serving)` : String(target) === String(version)
+    ? `v${version}` : `“${target}” (v${version})`);
+  $("traffic").replaceChildren(...(rollout.traffic.length ? rollout.traffic : [null]).map((share) => {
+    const li = document.createElement("li");
+    li.textContent = share ? `${named(share.target, share.version)}: ${percent(share.share)} of requests`
+      : "Every request goes to the default version.";
+    return li;
+  }));
+  const dropped = Object.entries(rollout.dropped).map(([reason, n]) => `${reason.replace("_", " ")} ${number(n)}`);
+  $("shadow-note").textContent = (rollout.shadow
+    ? `Shadow: ${named(rollout.shadow.target, rollout.shadow.version)} also runs ${percent(rollout.shadow.fraction)} ` +
+      "of the classifications, after each answer; its answers reach no one."
+    : "No shadow version.") + (dropped.length ? ` Not compared: ${dropped.join(", ")}.` : "");
+  $("comparisons").hidden = !rollout.comparisons.length;
+  document.querySelector("#comparisons tbody").replaceChildren(...rollout.comparisons.map((c) => cellRow([
+    `v${c.live_version}`, `v${c.shadow_version}`, number(c.requests), number(c.predictions), percent(c.agreement),
+    `${c.latency.p50_ms.toFixed(2)} ms`, `${c.latency.p95_ms.toFixed(2)} ms`,
+  ])));
+  const latest = rollout.comparisons[0];
+  $("confusion").hidden = !latest;
+  if (!latest) return;
+  $("confusion-caption").textContent =
+    `Top-1 classes, v${latest.live_version} (rows) against shadow v${latest.shadow_version} (columns)`;
+  document.querySelector("#confusion thead").replaceChildren(cellRow(["", ...latest.class_names], true));
+  document.querySelector("#confusion tbody").replaceChildren(...latest.confusion.map((row, i) => {
+    const tr = cellRow([latest.class_names[i], ...row.map(number)]);
+    tr.children[i + 1].classList.add("diagonal");
+    return tr;
+  }));
 }
 
 // -- one image -------------------------------------------------------------------------------------
