@@ -202,7 +202,7 @@ function renderSummary(summary) {
 }
 
 // -- rollout: traffic split and shadow comparisons ---------------------------------------------------
-const percent = (x) => `${(100 * x).toFixed(x === 0 || x === 1 ? 0 : 1)}%`;
+const percent = (x) => `${Number.isInteger(100 * x) ? 100 * x : (100 * x).toFixed(1)}%`;
 
 function cellRow(cells, header = false) {
   const tr = document.createElement("tr");
