@@ -4,10 +4,12 @@ the live answer is on its way, and the two answers are compared.
 The pipeline asks :meth:`ShadowRunner.sample` once it knows the live version. A sampled request keeps its
 validated model input. Once the request has been answered, it goes to :meth:`ShadowRunner.offer`, which
 puts it on a bounded queue (``CNN_SHADOW_QUEUE_IMAGES``). A full queue drops it, and the drop is
-counted. A few background tasks run queued requests on the shadow version's own batcher, never on the
-event loop. They record, per (model, live version, shadow version): requests and images compared, top-1
-agreements, the confusion of live against shadow top-1 classes, and the shadow's latency. Nothing here
-can delay or fail a live request.
+counted. A background task takes what the queue holds over 0.1 s and runs it on the shadow version's
+own batcher as one call (in its thread, never on the event loop): a few larger calls take less from
+the live model, which shares the cores, than one call per request. It records, per (model, live
+version, shadow version): requests and images compared, top-1 agreements, the confusion of live against
+shadow top-1 classes, and the shadow's latency (its call's). Nothing here can delay or fail a live
+request.
 
 A shadow compares like with like. Its input shape and its number of classes must be the live version's;
 a request it cannot take is dropped as ``incompatible`` (logged once per pair).
@@ -31,7 +33,8 @@ from service.hosting.versions import VersionRecord
 
 logger = logging.getLogger(__name__)
 
-_WORKERS = 4  # shadow requests in flight at once: enough for the shadow's batcher to batch them
+_WINDOW_S = 0.1  # the queue's requests over this long run on the shadow as one call ...
+_WINDOW_IMAGES = 64  # ... of at most about this many images
 _LATENCIES_KEPT = 1024  # the most recent shadow latencies, for the percentiles shown
 
 
@@ -119,7 +122,7 @@ class ShadowRunner:
             return
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._workers = [asyncio.create_task(self._work(), name=f"shadow-{i}") for i in range(_WORKERS)]
+            self._workers = [asyncio.create_task(self._work(), name="shadow")]
         self._queued_images += mirror.images
         self._queue.put_nowait(mirror)
 
@@ -137,31 +140,57 @@ class ShadowRunner:
 
     # -- the background side ------------------------------------------------------------------------
     async def _work(self) -> None:
+        """Take what the queue holds over ``_WINDOW_S`` (up to ``_WINDOW_IMAGES``) and run it as one call
+        per shadow version: a few larger calls contend less with the live model's than one per request."""
         assert self._queue is not None
+        loop = asyncio.get_running_loop()
         while True:
-            mirror = await self._queue.get()
-            self._queued_images -= mirror.images
-            try:
-                await self._compare(mirror)
-            except Exception:  # a shadow's failure is its own: log it, count it, go on
-                logger.exception("shadow comparison failed on model %s", mirror.model)
-                self._drop(mirror, "failed")
+            window = [await self._queue.get()]
+            closes, images = loop.time() + _WINDOW_S, window[0].images
+            self._queued_images -= images
+            while images < _WINDOW_IMAGES and (left := closes - loop.time()) > 0:
+                try:
+                    window.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+                images += window[-1].images
+                self._queued_images -= window[-1].images
+            groups: dict[tuple[str, VersionRef], list[Mirror]] = {}
+            for mirror in window:
+                groups.setdefault((mirror.model, mirror.shadow_ref), []).append(mirror)
+            for (model, ref), mirrors in groups.items():
+                try:
+                    await self._compare(model, ref, mirrors)
+                except Exception:  # a shadow's failure is its own: log it, count it, go on
+                    logger.exception("shadow comparison failed on model %s", model)
+                    for mirror in mirrors:
+                        self._drop(mirror, "failed")
 
-    async def _compare(self, mirror: Mirror) -> None:
-        assert mirror.inputs is not None and mirror.probabilities is not None
-        started = time.perf_counter()
+    async def _compare(self, model: str, ref: VersionRef, mirrors: list[Mirror]) -> None:
+        """Run the mirrors of one model on its shadow version in one call, and record each comparison."""
         try:
-            with self.table.hold(mirror.model, mirror.shadow_ref) as shadow:
-                if shadow.version == mirror.live_version:
-                    return
-                if not self._compatible(mirror, shadow):
+            with self.table.hold(model, ref) as shadow:
+                taken = [m for m in mirrors if m.live_version != shadow.version]
+                for mirror in [m for m in taken if not self._compatible(m, shadow)]:
                     self._drop(mirror, "incompatible")
+                    taken.remove(mirror)
+                if not taken:
                     return
-                outputs = await shadow.batcher.submit(mirror.inputs, background=True)
+                started = time.perf_counter()
+                inputs = np.concatenate([m.inputs for m in taken]) if len(taken) > 1 else taken[0].inputs
+                outputs = await shadow.batcher.submit(inputs, background=True)
+                seconds = time.perf_counter() - started
         except ServiceError as exc:
-            self._drop(mirror, "failed" if isinstance(exc, InferenceFailed) else "unavailable")
+            for mirror in mirrors:
+                self._drop(mirror, "failed" if isinstance(exc, InferenceFailed) else "unavailable")
             return
-        seconds = time.perf_counter() - started
+        row = 0
+        for mirror in taken:
+            self._record(mirror, shadow, outputs[row : row + mirror.images], seconds)
+            row += mirror.images
+
+    def _record(self, mirror: Mirror, shadow: VersionRecord, outputs: np.ndarray, seconds: float) -> None:
+        assert mirror.probabilities is not None and shadow.card is not None
         key = (mirror.model, mirror.live_version, shadow.version)
         comparison = self.comparisons.get(key)
         if comparison is None:
