@@ -50,6 +50,7 @@ GRPC_PAYLOADS = {"grpc_batch": 64, "grpc_single": 1}  # gRPC scenarios: images p
 MLSERVERS = tuple(mlserver_name(workers) for workers in MLSERVER_WORKERS)
 SHADOW_FRACTION = 0.1  # served-shadow: the share of requests its shadow version also runs
 SHADOW_ROUNDS = 2  # served-shadow: measurements with the shadow off and on, alternated
+OBSERVED_ROUNDS = 2  # observability: runs with tracing, payload logging and neither, in turn
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -189,13 +190,7 @@ class Bench:
         python = sys.executable
         uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
         naive_env = {"BENCH_MODEL_DIR": str(self.model_dir)}
-        service_env = {
-            "CNN_MODEL_REPOSITORY": str(self.args.repository),
-            "CNN_HOST": "127.0.0.1",
-            "CNN_PORT": "{port}",
-            "CNN_GRPC_PORT": "{grpc_port}",
-            **dict(self.args.service_env),
-        }
+        service_env = self.service_env()
         return {
             # As deployed (``make serve``, the Docker entrypoint): ``python -m service``.
             "served": ServerSpec("served", [python, "-m", "service"], "/health/ready", env=service_env),
@@ -216,6 +211,15 @@ class Bench:
             "naive-logged": ServerSpec("naive-logged", [*uvicorn, "bench.naive_server:app"], "/health", naive_env),
             "litserve": litserve_spec(self.model_dir, self.args.model, self.openvino_ir, self.engine),
             **self.mlserver_specs(),
+        }
+
+    def service_env(self) -> dict[str, str]:
+        return {
+            "CNN_MODEL_REPOSITORY": str(self.args.repository),
+            "CNN_HOST": "127.0.0.1",
+            "CNN_PORT": "{port}",
+            "CNN_GRPC_PORT": "{grpc_port}",
+            **dict(self.args.service_env),
         }
 
     def shadow_env(self) -> dict[str, str]:
@@ -431,6 +435,30 @@ class Bench:
                 for connections in scenario.connections:
                     self.measure(server, scenario, payload, connections, name)
 
+    def measure_observability(self, payload: Payload) -> dict[str, Any]:
+        """Scenario ``a`` on the service with tracing on (every trace, OTLP/HTTP) and with payload logging on
+        (``all``), each to a local receiver (:mod:`bench.sink`), and with both off; fresh processes in
+        turn, ``OBSERVED_ROUNDS`` times, so that the machine's drift is spread over all three."""
+        scenario = self.scenarios[0]
+        connections = (min(scenario.connections), max(scenario.connections))
+        sink_spec = ServerSpec("sink", [sys.executable, "-m", "bench.sink", "--port", "{port}"], "/count")
+        with self.serving(sink_spec) as sink:
+            receiver = f"http://127.0.0.1:{sink.port}"
+            variants = {
+                "served-observed-off": {},
+                "served-traced": {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_TRACES_SAMPLER": "always_on"},
+                "served-logged": {"CNN_LOGGER_URL": f"{receiver}/events", "CNN_LOGGER_MODE": "all"},
+            }
+            for _ in range(OBSERVED_ROUNDS):
+                for name, extra in variants.items():
+                    spec = ServerSpec(name, [sys.executable, "-m", "service"], "/health/ready",
+                                      env={**self.service_env(), **extra})  # fmt: skip
+                    with self.serving(spec) as server:
+                        for count in connections:
+                            self.measure(server, scenario, payload, count)
+            status, body = http_request(sink.port, "GET", "/count")
+        return {"sink": json.loads(body) if status == 200 else None}
+
     def profile(self, server: Server, payload: Payload, scenario: Scenario) -> dict[str, Any]:
         """Per-request CPU under scenario a at the highest concurrency; py-spy samples a window inside the load."""
         connections, seconds = max(scenario.connections), self.args.profile_seconds
@@ -486,6 +514,9 @@ class Bench:
         servers: dict[str, dict[str, Any]] = {}
         engine_limit: dict[str, Any] | None = None
         for name in self.args.servers:
+            if name == "observability":
+                servers[name] = self.measure_observability(payloads["tfserving"])
+                continue
             if name not in specs:
                 self.notes.append(f"- {name} did not run: it needs the served engine on OpenVINO and "
                                   f"{self.args.mlserver} (make bench builds it)")  # fmt: skip
@@ -516,6 +547,7 @@ class Bench:
             "served": {k: v for k, v in served.items() if k != "profile"},
             "served_fp32": servers.get("served-fp32"),
             "served_shadow": servers.get("served-shadow"),
+            "observability": servers.get("observability"),
             "accuracy": accuracy,
             "profile": served.get("profile"),
             "measurements": self.measurements,
@@ -648,6 +680,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         target("d (gRPC) / in-process float32 limit img/s", grpc_vs_limit, "≥ 0.85", _at_least(grpc_vs_limit, 0.85)),
         *_same_engine_targets(results, target, top),
         *_shadow_targets(results, target, top),
+        *_observability_targets(results, target, top),
         target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
         target("peak RSS MiB", rss, f"≤ {1.5 * GB / MIB:,.0f} (1.5 GB)", rss is not None and rss * MIB <= 1.5 * GB),
         *precision_targets,
@@ -696,13 +729,9 @@ def _shadow_targets(results: dict[str, Any], target: Any, top: int) -> list[dict
     """The live side of ``served-shadow`` with its shadow on against the same process with it off, each
     the mean of its rounds."""
     ms = results["measurements"]
-
-    def mean(server: str, connections: int, field: Any) -> float | None:
-        found = [field(m) for m in ms if (m["server"], m["scenario"], m["connections"]) == (server, "a", connections)]
-        return sum(found) / len(found) if found else None
-
-    rates = [mean(name, top, lambda m: m["images_per_s"]) for name in ("served-shadow", "served-shadow-off")]
-    p50s = [mean(name, 1, lambda m: m["latency_ms"]["p50"]) for name in ("served-shadow", "served-shadow-off")]
+    names = ("served-shadow", "served-shadow-off")
+    rates = [_mean_of_runs(ms, name, top) for name in names]
+    p50s = [_mean_of_runs(ms, name, 1, lambda m: m["latency_ms"]["p50"]) for name in names]
     ratio = rates[0] / rates[1] if None not in rates else None
     p50 = p50s[0] / p50s[1] if None not in p50s else None
     share = f"{SHADOW_FRACTION:.0%}"
@@ -711,6 +740,29 @@ def _shadow_targets(results: dict[str, Any], target: Any, top: int) -> list[dict
         target(f"a, c=1: live p50 with a {share} shadow / without", p50, "≤ 1.1 (within noise)",
                p50 is not None and p50 <= 1.1),
     ]  # fmt: skip
+
+
+def _mean_of_runs(
+    ms: list[dict[str, Any]], server: str, connections: int, field: Any = lambda m: m["images_per_s"]
+) -> float | None:
+    """The mean ``field`` (img/s) of a server's scenario ``a`` runs at ``connections``."""
+    found = [field(m) for m in ms if (m["server"], m["scenario"], m["connections"]) == (server, "a", connections)]
+    return sum(found) / len(found) if found else None
+
+
+def _observability_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
+    """Tracing (every trace) and payload logging (``all``) against the same service with both off."""
+    ms = results["measurements"]
+    off = _mean_of_runs(ms, "served-observed-off", top)
+    rows = []
+    for name, what in (("served-traced", "tracing on, every trace"), ("served-logged", "payload logging, all")):
+        on = _mean_of_runs(ms, name, top)
+        ratio = on / off if on is not None and off else None
+        rows.append(target(f"a, c={top}: {what} / both off img/s", ratio, "≥ 0.85", _at_least(ratio, 0.85)))
+    served = report.find_measurement(ms, "served", "a", top)
+    ratio = off / served["images_per_s"] if off and served else None
+    rows.append(target(f"a, c={top}: both off / served (the first run) img/s", ratio, "reported (within noise)", None))
+    return rows
 
 
 def cpu_class() -> str:
@@ -783,7 +835,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=12, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="scenario a connections")
-    servers = ["served-fp32", "served", "served-shadow", "naive", "naive-logged", "litserve", *MLSERVERS]
+    servers = [
+        "served-fp32",
+        "served",
+        "served-shadow",
+        "observability",
+        "naive",
+        "naive-logged",
+        "litserve",
+        *MLSERVERS,
+    ]
     parser.add_argument("--servers", nargs="+", default=servers, choices=servers,
                         help="in this order; the peers on the served engine need 'served' before them")  # fmt: skip
     parser.add_argument("--mlserver", type=Path, default=ROOT / ".venv-mlserver" / "bin" / "mlserver",

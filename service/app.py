@@ -9,6 +9,7 @@ lifespan starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,8 +18,9 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from service import __version__
+from service.core import logs, tracing
 from service.core.errors import ERROR_RESPONSES, install_error_handlers
-from service.core.metrics import Metrics, MetricsMiddleware
+from service.core.metrics import Metrics
 from service.core.settings import Settings, get_settings
 from service.hosting.host import ModelHost
 from service.inference.pipeline import InferencePipeline
@@ -28,6 +30,7 @@ from service.transports.explorer import add_explorer
 from service.transports.grpc_server import GrpcServer
 from service.transports.headers import HttpPolicy
 from service.transports.limits import BodySizeLimit
+from service.transports.observe import RequestObserver
 
 logger = logging.getLogger("service")
 
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tracing.start()
         await host.start()
         try:
             if grpc_server is not None:
@@ -78,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await grpc_server.stop(settings.shutdown_timeout_s)
             await pipeline.shadows.stop()
             await host.stop()
+            await asyncio.to_thread(pipeline.payloads.stop)
+            await asyncio.to_thread(tracing.stop)
 
     # /docs with Swagger UI's script, style and icon served from the package, not a CDN. No ReDoc: its
     # bundle still fetches a logo from its vendor's site.
@@ -100,5 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Middlewares, innermost first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpPolicy, allowed_hosts=settings.allowed_hosts if settings.checks_host else None)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, known_models=lambda: host.table.names)
+    app.add_middleware(
+        RequestObserver, metrics=metrics, known_models=lambda: host.table.names,
+        access_log=logs.AccessLog() if settings.writes_access_log else None,
+        records=settings.logger_url is not None or tracing.wanted(),
+    )  # fmt: skip
     return app

@@ -64,7 +64,11 @@ BAD_VALUES = {
     "header_timeout_s": ("0", "greater than 0"),
     "keep_alive_timeout_s": ("forever", "number"),
     "log_level": ("loud", "'debug'"),
+    "log_format": ("yaml", "'human' or 'json'"),
     "access_log": ("sometimes", "boolean"),
+    "logger_url": ("ftp://sink", "URL scheme should be 'http' or 'https'"),
+    "logger_mode": ("everything", "'all', 'request' or 'response'"),
+    "logger_sample": ("1.5", "less than or equal to 1"),
 }
 
 

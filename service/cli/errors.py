@@ -29,7 +29,8 @@ def _expected(message: str) -> str:
     message = re.sub(r"^Input should (have|match)", r"expected to \1", message)
     message = re.sub(r"^String should (match|have)", r"expected a string to \1", message)
     message = re.sub(r"^expected (greater|less)", r"expected a number \1", message)
-    return message[:1].lower() + message[1:]
+    acronym = message[1:2].isupper()  # URL, JSON: kept as written
+    return message if acronym else message[:1].lower() + message[1:]
 
 
 def describe(exc: ValidationError | SettingsError, values: Mapping[str, str], sources: Mapping[str, str]) -> str:

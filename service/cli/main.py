@@ -12,6 +12,7 @@ from pathlib import Path
 from service import SERVER_NAME, __version__
 from service.cli import client, serve
 from service.cli.errors import ConfigurationError
+from service.core import logs
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.exit(2, f"{SERVER_NAME}: error: {serve.unknown_flags(extra)}\n")
     try:
         if args.command == "serve":
-            logging.basicConfig(level=logging.INFO, format=serve.LOG_FORMAT)
+            logging.basicConfig(level=logging.INFO, format=logs.HUMAN_FORMAT)
             serve.run(*serve.settings_from(args, os.environ))
             return 0
         if args.command == "predict":

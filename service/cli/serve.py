@@ -27,12 +27,12 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from service.cli.errors import ConfigurationError, describe, env_name
+from service.core import logs, tracing
 from service.core.settings import Settings
 from service.hosting.model_config import ConfigError, ModelSources, VersionPolicy
 from service.transports.http_protocol import with_header_deadline
 
 logger = logging.getLogger("service")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # This command's flag for each setting, where it is not the field's name with dashes.
 _FLAG_NAMES = {"port": "rest-port", "model_config_file": "model-config"}
@@ -190,6 +190,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Set
         except (ValidationError, SettingsError) as exc:
             raise ConfigurationError(describe(exc, values, sources)) from None
     _check_models(settings, sources)
+    if tracing.wanted(env):
+        try:
+            tracing.protocol(env)
+        except tracing.TracingError as exc:
+            raise ConfigurationError(str(exc)) from None
     return settings, values
 
 
@@ -273,14 +278,16 @@ def run(settings: Settings, variables: Mapping[str, str]) -> None:
         del os.environ[name]
     os.environ.update(variables)
     quiet_native_logs(settings)
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, force=True)
+    logs.configure(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         "service.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        # JSON lines: uvicorn's own loggers go through the root logger's format instead of uvicorn's.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        access_log=False,  # the service writes its own access lines (service.core.logs)
         loop="uvloop",
         http=with_header_deadline(settings.header_timeout_s),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.core import tracing
+
 logger = logging.getLogger(__name__)
 
 
@@ -126,6 +128,8 @@ def describe_validation(exc: ValidationError | RequestValidationError, whole: st
 
 
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON error answer; the request's span (tracing on) fails with the same message."""
+    tracing.failed(message)
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 

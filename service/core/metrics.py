@@ -4,11 +4,8 @@ model lifecycle."""
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Collection
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -77,6 +74,16 @@ class Metrics:
             "cnn_shadow_seconds", "Time from a shadow request's start to the shadow version's answer.",
             ["model", "shadow_version"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        # Payload logging (service.inference.payload_log).
+        self.payload_log_events = Counter(
+            "cnn_payload_log_events_total", "CloudEvents the payload log delivered, by type (request, response).",
+            ["type"], registry=self.registry,
+        )  # fmt: skip
+        self.payload_log_dropped = Counter(
+            "cnn_payload_log_dropped_total",
+            "Logged requests (queue_full) or events (failed: the sink kept failing) the payload log dropped.",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
         # Model lifecycle, labelled by model name (versions come and go; names are the repository's).
         self.versions = Gauge(
             "cnn_model_versions", "Model versions by state.", ["model", "state"], registry=self.registry
@@ -103,50 +110,3 @@ class Metrics:
         for metric, labels in series:
             with contextlib.suppress(KeyError):  # never observed
                 metric.remove(*labels)
-
-
-class MetricsMiddleware:
-    """Counts requests and latency by route template and model.
-
-    Labels never carry a raw path or an unknown model name, so a client cannot grow the label set; the
-    labelled children are looked up once per label set, not on every request.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, known_models: Callable[[], Collection[str]]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.known_models = known_models
-        self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
-
-    def _observe(self, method: str, template: str, model: str, status: int, seconds: float) -> None:
-        key = (method, template, model, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.metrics.requests.labels(method, template, model, str(status)),
-                self.metrics.latency.labels(method, template, model),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
-            name = scope.get("path_params", {}).get("name", "")
-            model = name if name in self.known_models() else ("unknown" if name else "")
-            self._observe(scope["method"], template, model, status, time.perf_counter() - started)

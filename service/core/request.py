@@ -151,6 +151,7 @@ class InferenceResult:
     probabilities: np.ndarray | None = None
     activations: dict[str, np.ndarray] | None = None
     explanation: Explanation | None = None
+    model_input: np.ndarray | None = None  # a classification's validated input (shadow and payload log)
 
     @property
     def nbytes(self) -> int:

@@ -8,7 +8,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, HttpUrl, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contract import DEFAULT_REPOSITORY
@@ -118,7 +118,22 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Logging level: critical, error, warning, info or debug (debug also shows TensorFlow's)."
     )
-    access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); metrics count them.")
+    log_format: Literal["human", "json"] = Field(
+        "human", description="Log lines as text (human) or as one JSON object per line (json)."
+    )
+    access_log: bool | None = Field(
+        None,
+        description="One log line per request: id, trace id, protocol, route, model, version, status, images, "
+        "latency. Unset: on with CNN_LOG_FORMAT=json, off otherwise (metrics count requests either way).",
+    )
+    logger_url: HttpUrl | None = Field(
+        None, description="Payload logging: where each sampled inference request and response is POSTed as a "
+        "CloudEvent (KServe's logger format); unset: off.",
+    )  # fmt: skip
+    logger_mode: Literal["all", "request", "response"] = Field(
+        "all", description="Payload logging: the requests, the responses, or both."
+    )
+    logger_sample: float = Field(1.0, ge=0, le=1, description="Payload logging: the share of requests logged.")
 
     @field_validator("models", "allowed_hosts", mode="before")
     @classmethod
@@ -146,6 +161,10 @@ class Settings(BaseSettings):
     def checks_host(self) -> bool:
         """A loopback bind answers only to the names that reach it (a rebound DNS name is refused)."""
         return _is_loopback(self.host)
+
+    @property
+    def writes_access_log(self) -> bool:
+        return self.access_log if self.access_log is not None else self.log_format == "json"
 
     @property
     def model_control_allowed(self) -> bool:

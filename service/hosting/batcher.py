@@ -20,6 +20,9 @@ Waiting policy: an idle thread starts at once with whatever is queued, so an idl
 batching delay. Only when the previous call merged several requests (the server is under load) does it
 wait up to ``max_wait`` for the batch to fill. Batches also form naturally while a call is running.
 
+With tracing on (:mod:`service.core.tracing`), each model call is a span of its own (batch size, padding,
+requests, engine) linked to the waiting span of every request in it, and each of those links back.
+
 Time is bounded in three places:
 - ``max_wait``: how long a batch may wait to fill (milliseconds);
 - ``queue_timeout``: a request older than this when taken is dropped with 503 (nobody should get work
@@ -40,7 +43,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry.trace import Link, Span, SpanContext
 
+from service.core import tracing
 from service.core.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded, ServiceError
 from service.core.metrics import Metrics
 
@@ -57,6 +62,8 @@ class _Pending:
     images: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
+    span: SpanContext | None = None  # the request's wait (tracing on)
+    batch_span: SpanContext | None = None  # the model call it ran in (tracing on)
 
 
 def _fail(items: list[_Pending], error: ServiceError) -> None:
@@ -94,8 +101,9 @@ class _ModelCalls:
     one-image call takes (whether the event loop may make it, see the module docstring)."""
 
     def __init__(self, key: str, run: Callable[[np.ndarray], np.ndarray], metrics: Metrics,
-                 pad_targets: tuple[int, ...]) -> None:  # fmt: skip
+                 pad_targets: tuple[int, ...], engine: str) -> None:  # fmt: skip
         self.key = key
+        self.engine = engine
         self._run = run
         self.pad_targets = pad_targets  # rows a batch of n runs as: pad_targets[n] (n when out of range)
         # This model's children of the shared metrics, looked up once.
@@ -105,15 +113,17 @@ class _ModelCalls:
         self._padded = metrics.padded.labels(key)
         self.inline_ok = False  # the last one-image call took under _INLINE_MAX_CALL_S
 
-    def __call__(self, inputs: np.ndarray, requests: int) -> np.ndarray | None:
-        """One model call on ``inputs`` (padded to its bucket); ``None`` when it fails (the log says why)."""
+    def __call__(self, inputs: np.ndarray, batch: list[_Pending]) -> np.ndarray | None:
+        """One model call on ``inputs`` (``batch``'s images, padded to its bucket); ``None`` when it fails
+        (the log says why)."""
         count = len(inputs)
         self._batch_size.observe(count)
-        self._batch_requests.observe(requests)
+        self._batch_requests.observe(len(batch))
         target = self.pad_targets[count] if count < len(self.pad_targets) else count
         if target > count:
             inputs = np.concatenate([inputs, np.zeros((target - count, *inputs.shape[1:]), inputs.dtype)])
             self._padded.inc(target - count)
+        span = self._start_span(batch, count, target)
         started = time.perf_counter()
         try:
             outputs = self._run(inputs)
@@ -121,13 +131,30 @@ class _ModelCalls:
                 raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)} inputs")
         except Exception:  # the details (TensorFlow ops, paths) go to the log, not to the client
             logger.exception("inference failed on %s for a batch of %d", self.key, count)
+            if span is not None:
+                tracing.end_failed(span, f"inference failed on model {self.key}")
             return None
         finally:
             elapsed = time.perf_counter() - started
             self._inference_seconds.observe(elapsed)
             if target == 1:
                 self.inline_ok = elapsed < _INLINE_MAX_CALL_S
+        if span is not None:
+            span.end()
         return outputs[:count]
+
+    def _start_span(self, batch: list[_Pending], count: int, target: int) -> Span | None:
+        """The model call's span, linked to each request's wait, which will link back (tracing on)."""
+        tracer = tracing.tracer()
+        if tracer is None:
+            return None
+        attributes = {"cnn.model": self.key, "cnn.engine": self.engine, "cnn.batch.size": count,
+                      "cnn.batch.padding": target - count, "cnn.batch.requests": len(batch)}  # fmt: skip
+        links = [Link(item.span) for item in batch if item.span is not None]
+        span = tracer.start_span(f"model call {self.key}", context=tracing.ROOT, links=links, attributes=attributes)
+        for item in batch:
+            item.batch_span = span.get_span_context()
+        return span
 
 
 class Batcher:
@@ -144,9 +171,10 @@ class Batcher:
         queue_timeout_s: float,
         request_timeout_s: float,
         pad_targets: tuple[int, ...] = (),
+        engine: str = "",
     ) -> None:
         self.key = key  # "name:version", in metrics, messages and thread names
-        self._call = _ModelCalls(key, run, metrics, pad_targets)
+        self._call = _ModelCalls(key, run, metrics, pad_targets, engine)
         self._metrics = metrics
         self._queue_depth = metrics.queue_depth.labels(key)
         self._queue_timeouts = metrics.rejected.labels(key, "queue_timeout")
@@ -210,26 +238,30 @@ class Batcher:
         if self._closing or not self.alive:
             raise ModelNotReady(f"model {self.key} is not accepting requests")
         count = len(images)
-        self.admit(count)
-        loop = asyncio.get_running_loop()
-        item = _Pending(images, loop.create_future())
-        alone = not self._queue and not self._running
-        inline = alone and count <= _INLINE_IMAGES and self._call.inline_ok and not background
-        with self._lock:
-            self._queue.append(item)
-            self._queued_images += count
-            if not inline:
-                self._lock.notify()
-        if inline:  # decided once the requests that came with it have queued too
-            loop.call_soon(self._run_if_alone)
-        self._queue_depth.set(self._queued_images)
-        try:
-            async with asyncio.timeout(self.request_timeout_s):
-                return await item.future  # cancelled on timeout: the threads skip it if still queued
-        except TimeoutError:
-            raise InferenceTimeout(
-                f"inference on {self.key} did not finish within {self.request_timeout_s:g} s"
-            ) from None
+        with tracing.step("inference", {"cnn.model": self.key, "cnn.images": count}) as span:
+            self.admit(count)
+            loop = asyncio.get_running_loop()
+            item = _Pending(images, loop.create_future(), span=span.get_span_context() if span else None)
+            alone = not self._queue and not self._running
+            inline = alone and count <= _INLINE_IMAGES and self._call.inline_ok and not background
+            with self._lock:
+                self._queue.append(item)
+                self._queued_images += count
+                if not inline:
+                    self._lock.notify()
+            if inline:  # decided once the requests that came with it have queued too
+                loop.call_soon(self._run_if_alone)
+            self._queue_depth.set(self._queued_images)
+            try:
+                async with asyncio.timeout(self.request_timeout_s):
+                    return await item.future  # cancelled on timeout: the threads skip it if still queued
+            except TimeoutError:
+                raise InferenceTimeout(
+                    f"inference on {self.key} did not finish within {self.request_timeout_s:g} s"
+                ) from None
+            finally:
+                if span is not None and item.batch_span is not None:
+                    span.add_link(item.batch_span)
 
     def _run_if_alone(self) -> None:
         """On the event loop: run the queued request here if it is still alone and nothing runs (see the
@@ -245,7 +277,7 @@ class Batcher:
         if item.future.done():  # its caller gave up already
             return
         self._last_batch_requests = 1
-        outputs = self._call(item.images, 1)
+        outputs = self._call(item.images, [item])
         if outputs is None:
             _fail([item], InferenceFailed(f"inference failed on model {self.key}"))
         else:
@@ -309,7 +341,7 @@ class Batcher:
 
     def _execute(self, batch: list[_Pending]) -> None:
         inputs = batch[0].images if len(batch) == 1 else np.concatenate([item.images for item in batch])
-        outputs = self._call(inputs, len(batch))
+        outputs = self._call(inputs, batch)
         if outputs is None:
             self._post(self._settle, batch, None, InferenceFailed(f"inference failed on model {self.key}"))
         else:

@@ -15,7 +15,11 @@ everything in between happens here, top to bottom:
    explanation (bounded: images per request, and concurrent calls shared by both);
 7. count the images, and encode the :class:`~service.core.request.InferenceResult` (in a thread if large);
 8. when the model has a shadow version and this request is in its share, hand the answered request to
-   :class:`~service.inference.shadow.ShadowRunner` (it runs in the background).
+   :class:`~service.inference.shadow.ShadowRunner`, and when payload logging samples it, to
+   :class:`~service.inference.payload_log.PayloadLogger` (both work in the background).
+
+With tracing on, each step is a span (:mod:`service.core.tracing`); the access line's record
+(:mod:`service.core.logs`) learns the version that answered and the images it ran.
 
 The version a request names, or else its model's traffic split, or else the default version, answers
 (:meth:`~service.hosting.table.ModelTable.hold`).
@@ -33,6 +37,7 @@ from typing import TypeVar
 import numpy as np
 
 from contract import ModelCard
+from service.core import logs, tracing
 from service.core.errors import (
     ClientGone,
     InferenceFailed,
@@ -56,8 +61,9 @@ from service.core.settings import Settings
 from service.hosting.explain import gradcam_layers
 from service.hosting.table import ModelTable
 from service.hosting.versions import VersionRecord
+from service.inference.payload_log import PayloadLogger
 from service.inference.preprocess import images_to_batch, read_headers, tensor_to_batch
-from service.inference.shadow import Mirror, ShadowRunner
+from service.inference.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +90,7 @@ class InferencePipeline:
         self.executor = executor
         self._heavy_slots = asyncio.Semaphore(settings.max_concurrent_feature_maps)
         self.shadows = ShadowRunner(table, metrics, settings.shadow_queue_images)
+        self.payloads = PayloadLogger(settings, metrics)
 
     async def handle(
         self,
@@ -97,24 +104,31 @@ class InferencePipeline:
 
         ``gone`` returns when the client has gone away: long image decoding then stops.
         """
+        seen = logs.current()  # the access line's record, when one is written
         with self.table.hold(target.model, target.version, target.routing_key) as record:  # not unloaded until done
+            if seen is not None:
+                seen.model, seen.version = record.name, record.version
             if target.operation is Operation.classify:
                 record.batcher.admit()  # an early 503, before the body is read
-            wire, size = await read()
-            request = await self._call(size > _OFFLOAD_PARSE_BYTES, decode, wire)
+            with tracing.step("decode"):  # reading the body, then decoding it
+                wire, size = await read()
+                request = await self._call(size > _OFFLOAD_PARSE_BYTES, decode, wire)
             del wire
+            if seen is not None:
+                seen.api, seen.images = request.api.value, request.count
             mirror = self.shadows.sample(target, record)
-            result = await self.run(request, record, gone, mirror)
-        answer = await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
+            logged = self.payloads.sample(target, request)
+            result = await self.run(request, record, gone)
+        with tracing.step("encode"):
+            answer = await self._call(result.nbytes > _OFFLOAD_BYTES, encode, result)
         if mirror is not None:
-            self.shadows.offer(mirror)
+            self.shadows.offer(mirror, result)
+        if logged is not None:
+            self.payloads.offer(logged, result, seen)
         return answer
 
-    async def run(
-        self, request: InferenceRequest, record: VersionRecord, gone: Gone | None = None, mirror: Mirror | None = None
-    ) -> InferenceResult:
-        """Run a decoded request on a held version (a classification keeps its input and answer in
-        ``mirror`` for the shadow version)."""
+    async def run(self, request: InferenceRequest, record: VersionRecord, gone: Gone | None = None) -> InferenceResult:
+        """Run a decoded request on a held version."""
         model, card = record.loaded, record.card
         layers = _checked_outputs(request, card, record.name)
         spec = _checked_explain(request, card, record.name)
@@ -122,9 +136,9 @@ class InferencePipeline:
         images = await self._model_input(request, card, gone)
         if request.operation is Operation.classify:
             probabilities = await record.batcher.submit(images)
-            result = InferenceResult(request, record.name, record.version, card, probabilities=probabilities)
-            if mirror is not None:
-                mirror.inputs, mirror.probabilities = images, probabilities
+            result = InferenceResult(
+                request, record.name, record.version, card, probabilities=probabilities, model_input=images
+            )
         elif spec is not None:
             explanation = await self._bounded(record.key, "explain", model.explain, images, spec)
             result = InferenceResult(request, record.name, record.version, card, explanation=explanation)

@@ -27,7 +27,7 @@ import numpy as np
 
 from service.core.errors import InferenceFailed, ServiceError
 from service.core.metrics import Metrics
-from service.core.request import Operation, Target
+from service.core.request import InferenceResult, Operation, Target
 from service.hosting.table import ModelTable, VersionRef
 from service.hosting.versions import VersionRecord
 
@@ -113,8 +113,9 @@ class ShadowRunner:
             return None
         return mirror if shadow.version != live.version else None
 
-    def offer(self, mirror: Mirror) -> None:
+    def offer(self, mirror: Mirror, result: InferenceResult) -> None:
         """Queue an answered request for its shadow; dropped (counted) when the queue is full."""
+        mirror.inputs, mirror.probabilities = result.model_input, result.probabilities
         if mirror.inputs is None or mirror.probabilities is None:
             return
         if self._queued_images + mirror.images > self.max_queue_images:

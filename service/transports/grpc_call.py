@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from service.core import logs, tracing
 from service.core.errors import ModelNotReady, Overloaded, ServiceError, Unimplemented
 from service.inference.pipeline import Reader
 from service.protocol.access import check_api_key
@@ -51,15 +52,25 @@ class RpcContext:
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
+        settings = plane.settings
+        self.access_log = logs.AccessLog() if settings.writes_access_log else None
+        self.records = self.access_log is not None or settings.logger_url is not None or tracing.wanted()
 
     async def call(
         self, context: grpc.aio.ServicerContext, route: str, model: str, work: Callable[[], Awaitable[T]]
     ) -> T:
-        """Run one RPC's ``work``: API key, deadline, errors → status codes, metrics."""
+        """Run one RPC's ``work``: API key, deadline, errors → status codes, metrics; and when they are on,
+        the access line and the server span (the child of the call's ``traceparent`` metadata)."""
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        metadata = [(key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)]
+        record = span = None
+        if self.records:
+            found = dict(metadata)
+            record = logs.open_record("grpc", "POST", found.get)
+            record.route = route
+            span = tracing.server_span(route, found, {"rpc.system": "grpc", "rpc.method": route})
         try:
-            metadata = [(key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)]
             check_api_key(
                 self.plane.settings.api_key,
                 [value for key, value in metadata if key == "x-api-key"],
@@ -69,22 +80,33 @@ class RpcContext:
                 return await work()
         except ServiceError as exc:
             code = status_code(exc)
-            await context.abort(code, exc.message)
+            await self._abort(context, code, exc.message)
         except TimeoutError:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
-            await context.abort(code, "the call's deadline passed before inference finished")
+            await self._abort(context, code, "the call's deadline passed before inference finished")
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
             logger.exception("unhandled error in gRPC %s", route)
-            await context.abort(code, "internal error")
+            await self._abort(context, code, "internal error")
         finally:
             known = model if model in self.plane.table.names else ("unknown" if model else "")
+            seconds = time.perf_counter() - started
             self.plane.metrics.requests.labels("GRPC", route, known, code.name).inc()
-            self.plane.metrics.latency.labels("GRPC", route, known).observe(time.perf_counter() - started)
+            self.plane.metrics.latency.labels("GRPC", route, known).observe(seconds)
+            if record is not None:
+                record.model = record.model or known
+                if self.access_log is not None:
+                    self.access_log.write(record, code.name, seconds)
+                tracing.end_server_span(span, {"rpc.grpc.status_code": code.value[0]})
         raise AssertionError("unreachable: context.abort raises")
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+        tracing.failed(message)
+        await context.abort(code, message)
 
 
 def answer_unimplemented(servicer: object, base: type, service: ServiceDescriptor, rpc: RpcContext) -> None:
