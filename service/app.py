@@ -109,6 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestObserver, metrics=metrics, known_models=lambda: host.table.names,
         access_log=logs.AccessLog() if settings.writes_access_log else None,
-        records=settings.logger_url is not None or tracing.wanted(),
+        records=logs.records_wanted(settings),
     )  # fmt: skip
     return app

@@ -47,7 +47,7 @@ def test_growing_the_last_listed_version_only_moves_keys_onto_it() -> None:
 
 @pytest.mark.parametrize(("fraction", "taken"), [(0.1, 100), (1.0, 1000), (0.25, 250), (1 / 3, 333)])
 def test_the_shadow_takes_exactly_its_share(fraction: float, taken: int) -> None:
-    sampler = ShadowSampler("canary", fraction)
+    sampler = ShadowSampler(fraction, ref="canary")
     assert sum(sampler.take() for _ in range(1000)) == taken
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from service.core import tracing
+from service.core.settings import Settings
 
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS_LOGGER = "service.access"
@@ -53,6 +54,11 @@ def open_record(protocol: str, method: str, get: Callable[[str], str | None]) ->
     record = RequestRecord(request_id, protocol, method, trace_id=parent.group(1) if parent else None)
     _CURRENT.set(record)
     return record
+
+
+def records_wanted(settings: Settings) -> bool:
+    """Whether requests get a record: the access log, the payload log or tracing needs it."""
+    return settings.writes_access_log or settings.logger_url is not None or tracing.wanted()
 
 
 def current() -> RequestRecord | None:

@@ -43,7 +43,7 @@ class RolloutBook:
         refs, weights = tuple(version_ref(key) for key, _ in traffic), tuple(weight for _, weight in traffic)
         split = TrafficSplit(refs, weights) if traffic else None
         shadow = source.shadow
-        sampler = ShadowSampler(version_ref(shadow.version), shadow.fraction) if shadow else None
+        sampler = ShadowSampler(shadow.fraction, ref=version_ref(shadow.version)) if shadow else None
         self.table.rollouts[name] = Rollout(traffic, shadow, split, sampler)
         self._told = {told for told in self._told if told[0] != name}
         logger.info("model %s: traffic %s, shadow %s", name, dict(traffic) or "to the default version",

@@ -25,6 +25,7 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
+from service.core.sampling import Share
 from service.hosting.model_config import Shadow
 
 VersionRef = int | str | None  # a version number, a label, or None for the default version
@@ -68,20 +69,10 @@ class TrafficSplit:
 
 
 @dataclass(eq=False)
-class ShadowSampler:
-    """The shadow version and the share of default-route classifications it also runs."""
+class ShadowSampler(Share):
+    """The shadow version (``ref``) and the share of default-route classifications it also runs."""
 
-    ref: VersionRef
-    fraction: float
-    _credit: float = 0.0
-
-    def take(self) -> bool:
-        """Whether this request is one of the shadow's share."""
-        self._credit += self.fraction
-        if self._credit >= 1.0 - 1e-9:
-            self._credit -= 1.0
-            return True
-        return False
+    ref: VersionRef = None
 
 
 @dataclass(frozen=True, eq=False)

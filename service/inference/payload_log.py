@@ -38,6 +38,7 @@ import orjson
 from service.core.logs import RequestRecord
 from service.core.metrics import Metrics
 from service.core.request import InferenceRequest, InferenceResult, Operation, Target
+from service.core.sampling import Share
 from service.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,24 +60,23 @@ class Logged:
     blobs: list[bytes] | None  # image files as sent; None: a tensor (logged as the model input)
     request_id: str = ""
     result: InferenceResult | None = None
+    size: int = 0  # the payload's bytes, counted against the queue's bound while it waits
 
-    @property
-    def size(self) -> int:
-        result = self.result
+    def answered(self, result: InferenceResult, request_id: str) -> None:
+        self.result, self.request_id = result, request_id
         sent = sum(map(len, self.blobs)) if self.blobs is not None else 0
-        if result is not None and result.model_input is not None and self.blobs is None:
+        if self.blobs is None and result.model_input is not None:
             sent += result.model_input.nbytes
-        return sent + (result.probabilities.nbytes if result is not None and result.probabilities is not None else 0)
+        self.size = sent + (result.probabilities.nbytes if result.probabilities is not None else 0)
 
 
 class PayloadLogger:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.url = str(settings.logger_url) if settings.logger_url else None
         self.mode = settings.logger_mode
-        self.fraction = settings.logger_sample
         self.source = f"http://{settings.host}:{settings.port}/"
         self.metrics = metrics
-        self._credit = 0.0
+        self._share = Share(settings.logger_sample)
         self._queue: queue.Queue[Logged | None] = queue.Queue(maxsize=_MAX_EVENTS)
         self._queued_bytes = 0
         self._lock = threading.Lock()
@@ -89,23 +89,21 @@ class PayloadLogger:
         lets them go); ``None`` when logging is off or this request is not in the share."""
         if self.url is None or target.operation is not Operation.classify:
             return None
-        self._credit += self.fraction
-        if self._credit < 1.0 - 1e-9:
+        if not self._share.take():
             return None
-        self._credit -= 1.0
         endpoint = "default" if target.version is None else str(target.version)
         return Logged(endpoint, list(request.images) if request.images is not None else None)
 
     def offer(self, logged: Logged, result: InferenceResult, record: RequestRecord | None) -> None:
         """Queue an answered request's events; dropped (counted) when the queue is full."""
-        logged.result = result
-        logged.request_id = record.request_id if record is not None else result.request.request_id or uuid.uuid4().hex
-        size = logged.size
+        logged.answered(
+            result, record.request_id if record is not None else result.request.request_id or uuid.uuid4().hex
+        )
         with self._lock:
-            if self._queued_bytes + size > _MAX_BYTES or self._queue.full():
+            if self._queued_bytes + logged.size > _MAX_BYTES or self._queue.full():
                 self.metrics.payload_log_dropped.labels("queue_full").inc()
                 return
-            self._queued_bytes += size
+            self._queued_bytes += logged.size
         if self._thread is None:
             self._thread = threading.Thread(target=self._send_all, name="payload-log", daemon=True)
             self._thread.start()
@@ -128,7 +126,7 @@ class PayloadLogger:
         try:
             while (logged := self._queue.get()) is not None:
                 with self._lock:
-                    self._queued_bytes = max(0, self._queued_bytes - logged.size)
+                    self._queued_bytes -= logged.size
                 try:
                     for kind, body in self._events(logged):
                         self._send(sink, logged, kind, body)

@@ -54,7 +54,7 @@ class RpcContext:
         self.plane = plane
         settings = plane.settings
         self.access_log = logs.AccessLog() if settings.writes_access_log else None
-        self.records = self.access_log is not None or settings.logger_url is not None or tracing.wanted()
+        self.records = logs.records_wanted(settings)
 
     async def call(
         self, context: grpc.aio.ServicerContext, route: str, model: str, work: Callable[[], Awaitable[T]]

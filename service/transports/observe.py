@@ -29,7 +29,7 @@ class RequestObserver:
         self.metrics = metrics
         self.known_models = known_models
         self.access_log = access_log
-        self.records = records or access_log is not None or tracing.tracer() is not None
+        self.records = records
         self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
 
     def _observe(self, method: str, template: str, model: str, status: int, seconds: float) -> None:
