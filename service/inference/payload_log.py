@@ -22,7 +22,6 @@ No request waits for its events or fails because of them.
 from __future__ import annotations
 
 import base64
-import http.client
 import logging
 import queue
 import threading
@@ -30,11 +29,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
 
+from service.core.http_post import HttpPoster
 from service.core.logs import RequestRecord
 from service.core.metrics import Metrics
 from service.core.request import InferenceRequest, InferenceResult, Operation, Target
@@ -122,7 +121,7 @@ class PayloadLogger:
     # -- the sender thread -------------------------------------------------------------------------
     def _send_all(self) -> None:
         assert self.url is not None
-        sink = _Sink(self.url)
+        sink = HttpPoster(self.url, _TIMEOUT_S)
         try:
             while (logged := self._queue.get()) is not None:
                 with self._lock:
@@ -160,7 +159,7 @@ class PayloadLogger:
             events.append((RESPONSE_TYPE, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)))
         return events
 
-    def _send(self, sink: _Sink, logged: Logged, kind: str, body: bytes) -> None:
+    def _send(self, sink: HttpPoster, logged: Logged, kind: str, body: bytes) -> None:
         result = logged.result
         assert result is not None
         if time.monotonic() < self._down_until:  # the sink failed just now: no retries for a while
@@ -181,8 +180,7 @@ class PayloadLogger:
         for attempt in range(_ATTEMPTS):
             try:
                 status = sink.post(body, headers)
-            except (OSError, http.client.HTTPException) as exc:
-                sink.close()
+            except OSError as exc:  # the poster has dropped its connection
                 if attempt == _ATTEMPTS - 1:
                     logger.warning("payload log: %s unreachable (%s); event dropped", self.url, exc)
             else:
@@ -195,30 +193,3 @@ class PayloadLogger:
             time.sleep(0.1 * (attempt + 1))
         self.metrics.payload_log_dropped.labels("failed").inc()
         self._down_until = time.monotonic() + _PAUSE_S
-
-
-class _Sink:
-    """One kept-alive connection to the sink (the standard library's client: an event costs far less CPU
-    than with a general-purpose client, and the sender shares the cores with the server)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.host, self.port = parts.hostname or "localhost", parts.port
-        self.kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self.connection: http.client.HTTPConnection | None = None
-
-    def post(self, body: bytes, headers: dict[str, str]) -> int:
-        if self.connection is None:
-            self.connection = self.kind(self.host, self.port, timeout=_TIMEOUT_S)
-        self.connection.request("POST", self.path, body, headers)
-        response = self.connection.getresponse()
-        response.read()
-        if response.will_close:
-            self.close()
-        return response.status
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
