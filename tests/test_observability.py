@@ -105,6 +105,20 @@ def test_a_traceparent_makes_the_request_spans_part_of_its_trace(http, traces) -
     assert traces.service_names() == {"cnn-test"}
 
 
+def test_a_request_without_trace_headers_starts_a_trace_of_its_own(http, traces) -> None:
+    time.sleep(0.5)  # the spans of earlier tests have been exported
+    before = {span.span_id for span in traces.spans()}
+    assert http.post(PREDICT, json={"instances": IMAGE}).status_code == 200
+
+    def roots() -> list[Span]:
+        return [s for s in traces.spans() if s.span_id not in before and s.name.startswith("POST ")]
+
+    (root,) = wait_for(roots, "the request's server span")
+    assert root.parent_id == "" and root.name == "POST /v1/models/{name}:predict"
+    spans = trace_of(traces, root.trace_id, 1 + len(STEPS))
+    assert all(spans[step].parent_id == root.span_id for step in STEPS), spans
+
+
 def test_grpc_metadata_carries_the_traceparent(server, traces) -> None:
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 

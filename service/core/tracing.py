@@ -37,6 +37,20 @@ _tracer: Tracer | None = None
 _OFF: AbstractContextManager[None] = nullcontext()
 ROOT = context.Context()  # no parent: a model call serves many requests, so it starts a trace of its own
 _provider: TracerProvider | None = None
+_fields: frozenset[str] = frozenset()  # the headers the propagators read (traceparent, tracestate, baggage)
+
+
+class _Resource(Resource):
+    """The SDK's resource with its hash computed once: the OTLP encoder groups every exported span by its
+    resource, and the SDK's ``Resource.__hash__`` serializes all the attributes to JSON each time (a sixth
+    of the export's CPU). A resource is immutable, so its hash never changes."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class TracingError(ValueError):
@@ -61,7 +75,7 @@ def protocol(environ: Mapping[str, str] = os.environ) -> str:
 
 def start(environ: Mapping[str, str] = os.environ) -> bool:
     """Set tracing up from the environment, once; returns whether it is on."""
-    global _tracer, _provider
+    global _tracer, _provider, _fields
     if _tracer is not None or not wanted(environ):
         return _tracer is not None
     chosen = protocol(environ)
@@ -69,10 +83,11 @@ def start(environ: Mapping[str, str] = os.environ) -> bool:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or "cnn-serving"})
+    resource = _Resource(Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or "cnn-serving"}))
     _provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER(_ARG)
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _tracer = _provider.get_tracer("cnn-serving", __version__)
+    _fields = frozenset(propagate.get_global_textmap().fields)
     endpoint = next(environ[name] for name in _ENDPOINTS if environ.get(name))
     sampler = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on")
     logger.info("tracing on: OTLP %s to %s, sampler %s", chosen, endpoint, sampler)
@@ -97,7 +112,8 @@ def server_span(name: str, carrier: Mapping[str, str], attributes: dict[str, Any
     metadata), and make it current; ``None`` when tracing is off. End it with :func:`end_server_span`."""
     if _tracer is None:
         return None
-    span = _tracer.start_span(name, context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attributes)
+    parent = propagate.extract(carrier) if not _fields.isdisjoint(carrier) else ROOT
+    span = _tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
     return span, context.attach(trace.set_span_in_context(span))
 
 
