@@ -50,7 +50,7 @@ GRPC_PAYLOADS = {"grpc_batch": 64, "grpc_single": 1}  # gRPC scenarios: images p
 MLSERVERS = tuple(mlserver_name(workers) for workers in MLSERVER_WORKERS)
 SHADOW_FRACTION = 0.1  # served-shadow: the share of requests its shadow version also runs
 SHADOW_ROUNDS = 2  # served-shadow: measurements with the shadow off and on, alternated
-OBSERVED_ROUNDS = 2  # observability: runs with tracing, payload logging and neither, in turn
+OBSERVED_ROUNDS = 3  # observability: runs with tracing, payload logging and neither, in turn
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -750,15 +750,23 @@ def _mean_of_runs(
     return sum(found) / len(found) if found else None
 
 
+def _cpu_ms_per_request(measurement: dict[str, Any]) -> float:
+    return measurement["extra"]["server_cpu_ms_per_request"]
+
+
 def _observability_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
     """Tracing (every trace) and payload logging (``all``) against the same service with both off."""
     ms = results["measurements"]
     off = _mean_of_runs(ms, "served-observed-off", top)
+    off_cpu = _mean_of_runs(ms, "served-observed-off", top, _cpu_ms_per_request)
     rows = []
     for name, what in (("served-traced", "tracing on, every trace"), ("served-logged", "payload logging, all")):
         on = _mean_of_runs(ms, name, top)
         ratio = on / off if on is not None and off else None
         rows.append(target(f"a, c={top}: {what} / both off img/s", ratio, "≥ 0.85", _at_least(ratio, 0.85)))
+        on_cpu = _mean_of_runs(ms, name, top, _cpu_ms_per_request)
+        cost = on_cpu - off_cpu if on_cpu is not None and off_cpu is not None else None
+        rows.append(target(f"a, c={top}: {what}, server CPU ms per request beyond both off", cost, "reported", None))
     served = report.find_measurement(ms, "served", "a", top)
     ratio = off / served["images_per_s"] if off and served else None
     rows.append(target(f"a, c={top}: both off / served (the first run) img/s", ratio, "reported (within noise)", None))
