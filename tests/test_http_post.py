@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -93,6 +94,19 @@ def test_reuses_the_connection_and_reopens_after_connection_close() -> None:
         poster.close()
     assert connections == [1, 1, 1, 2]
     assert all(request.startswith(b"POST / HTTP/1.1\r\n") for request in requests)
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_before_the_next_post() -> None:
+    with scripted([OK, b"", OK]) as (port, requests, connections):
+        poster = HttpPoster(f"http://127.0.0.1:{port}/", timeout_s=5)
+        assert poster.post(b"first", {}) == 200
+        time.sleep(0.3)  # the server has closed the kept-alive connection meanwhile
+        sent = []
+        exchange = poster._exchange
+        poster._exchange = lambda request: sent.append(request) or exchange(request)  # type: ignore[method-assign]
+        assert poster.post(b"second", {}) == 200
+    assert connections == [1, 2] and requests[1].endswith(b"second")
+    assert len(sent) == 1  # seen closed before sending, not sent into the closed connection and again
 
 
 def test_reads_chunked_and_close_delimited_bodies() -> None:

@@ -44,6 +44,13 @@ class _Response:
         self.complete = True
 
 
+def _readable(connection: socket.socket) -> bool:
+    """Whether the socket has something to read now (``poll``: unlike ``select``, any descriptor number)."""
+    poller = select.poll()
+    poller.register(connection, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class HttpPoster:
     """POSTs to one URL over a connection kept open between calls (not thread-safe: one thread uses it)."""
 
@@ -66,7 +73,7 @@ class HttpPoster:
         closed meanwhile is replaced, and the POST sent again on the new one."""
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         request = b"%scontent-length: %d\r\n%s\r\n%s" % (self._start, len(body), lines.encode("latin-1"), body)
-        if self._socket is not None and select.select([self._socket], [], [], 0)[0]:
+        if self._socket is not None and _readable(self._socket):
             self.close()  # an idle connection with something to read: closed by the server
         reused = self._socket is not None
         try:
