@@ -119,6 +119,17 @@ def test_a_request_without_trace_headers_starts_a_trace_of_its_own(http, traces)
     assert all(spans[step].parent_id == root.span_id for step in STEPS), spans
 
 
+def test_a_caller_that_does_not_sample_gets_no_spans_for_its_request(http, traces) -> None:
+    """The default sampler follows the caller's ``traceparent``: flags 00 records neither the request nor
+    its steps (the model call, shared with other requests, has its own root)."""
+    unsampled, dropped_trace, _ = traceparent()
+    assert http.post(PREDICT, json={"instances": IMAGE}, headers={"traceparent": unsampled[:-2] + "00"}).is_success
+    header, trace_id, _ = traceparent()
+    assert http.post(PREDICT, json={"instances": IMAGE}, headers={"traceparent": header}).is_success
+    trace_of(traces, trace_id, 1 + len(STEPS))  # exported after anything of the first request would be
+    assert [span for span in traces.spans() if span.trace_id == dropped_trace] == []
+
+
 def test_grpc_metadata_carries_the_traceparent(server, traces) -> None:
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
