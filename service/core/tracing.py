@@ -149,8 +149,8 @@ class Step:
 
     A step is never current (nothing under it starts a span), follows its request's sampling, and knows its
     attributes when it starts, so the SDK's per-span bookkeeping (locks, attribute limits, the sampler, the
-    span processors' start and end hooks) has nothing to do for it: this costs a third of ``start_span`` and
-    ``end`` (about 25 µs a step on a 2-core AMD EPYC).
+    span processors' start and end hooks) has nothing to do for it: 7–15 µs a step against 45–53 µs for the
+    SDK's ``start_span`` and ``end`` (2-core AMD EPYC).
     """
 
     __slots__ = ("attributes", "context", "links", "name", "parent", "started")
