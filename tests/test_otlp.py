@@ -114,6 +114,19 @@ def test_the_http_exporter_posts_the_encoded_spans(spans) -> None:
         assert exporter.export(spans) is SpanExportResult.FAILURE
 
 
+def test_a_batch_that_cannot_be_encoded_fails_alone(spans, caplog) -> None:
+    broken = TracerProvider()
+    memory = InMemorySpanExporter()
+    broken.add_span_processor(SimpleSpanProcessor(memory))
+    broken.get_tracer("t").start_span("half a surrogate \ud800").end()
+    with TraceReceiver() as receiver:
+        exporter = otlp.HttpSpanExporter(endpoint=f"{receiver.url}/v1/traces")
+        assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
+        assert receiver.snapshot() == [] and "cannot encode 1 spans" in caplog.text
+        assert exporter.export(spans) is SpanExportResult.SUCCESS  # the next batch goes out
+        assert len(receiver.snapshot()) == 1
+
+
 class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.requests: list[Request] = []

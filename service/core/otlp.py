@@ -1,8 +1,8 @@
 """OTLP encoding of finished spans, straight to protobuf bytes, and the standard OTLP exporters using it.
 
 The exporters' own encoder (``opentelemetry-exporter-otlp-proto-common``) builds a Python protobuf object
-for every span, attribute and value, then serializes them: about 30 µs per span here, most of the export
-thread's CPU, on the same cores as the model. :func:`encode_spans` writes the same
+for every span, attribute and value, then serializes them: about 23 µs a span on a 2-core AMD EPYC, most
+of the export thread's CPU, on the same cores as the model. :func:`encode_spans` writes the same
 ``ExportTraceServiceRequest`` directly; values it meets again (model names, routes, engines) are encoded
 once. Its output parses to a message equal to the reference encoder's (tested). The exporters below are
 the SDK's OTLP/HTTP and OTLP/gRPC exporters, configured by the same ``OTEL_*`` variables, with only the
@@ -206,7 +206,12 @@ class HttpSpanExporter(http_exporter.OTLPSpanExporter):
             logger.warning("the span exporter is shut down: %d spans dropped", len(spans))
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
-            data = encode_spans(spans)
+            try:
+                data = encode_spans(spans)
+            except Exception as exc:  # a span the encoder cannot write: this batch fails, later ones go on
+                logger.exception("cannot encode %d spans", len(spans))
+                result.error = exc
+                return SpanExportResult.FAILURE
             if _is_request_too_large(data, self._max_request_size):
                 logger.warning("%d spans dropped: %d bytes exceed max_request_size %d bytes",
                                len(spans), len(data), self._max_request_size)  # fmt: skip
