@@ -113,6 +113,11 @@ def _flags(context: SpanContext | None) -> bytes:
     return _REMOTE if context is not None and context.is_remote else _LOCAL
 
 
+def _ids(context: SpanContext) -> bytes:
+    """Fields 1 and 2 of a ``Span`` and of a ``Link`` alike: the trace id and the span id."""
+    return b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")
+
+
 def _status(code: int, description: str | None) -> bytes:
     found = _statuses.get((code, description))
     if found is None:
@@ -129,7 +134,7 @@ def _span(span: ReadableSpan) -> bytes:
     """One ``Span``, fields in number order."""
     context, parent = span.context, span.parent
     assert context is not None  # a finished SDK span always has one
-    parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+    parts = [_ids(context)]
     if context.trace_state:
         parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items()).encode()))
     if parent is not None:
@@ -148,13 +153,7 @@ def _span(span: ReadableSpan) -> bytes:
     if span.dropped_events:
         parts += (b"\x60", _varint(span.dropped_events))
     for link in span.links:
-        body = (
-            b"\x0a\x10"
-            + link.context.trace_id.to_bytes(16, "big")
-            + b"\x12\x08"
-            + link.context.span_id.to_bytes(8, "big")
-        )
-        body += _attributes(b"\x22", link.attributes)
+        body = _ids(link.context) + _attributes(b"\x22", link.attributes)
         if link.dropped_attributes:
             body += b"\x28" + _varint(link.dropped_attributes)
         parts.append(_field(b"\x6a", body + b"\x35" + _flags(link.context)))

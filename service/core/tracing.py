@@ -43,7 +43,6 @@ _OFF: AbstractContextManager[None] = nullcontext()
 ROOT = context.Context()  # no parent: a model call serves many requests, so it starts a trace of its own
 _provider: TracerProvider | None = None
 _processor: BatchSpanProcessor | None = None
-_resource: Resource | None = None
 _ids: IdGenerator = RandomIdGenerator()
 _SCOPE = InstrumentationScope("cnn-serving", __version__)  # what the tracer's spans carry too
 _fields: frozenset[str] = frozenset()  # the headers the propagators read (traceparent, tracestate, baggage)
@@ -84,14 +83,14 @@ def protocol(environ: Mapping[str, str] = os.environ) -> str:
 
 def start(environ: Mapping[str, str] = os.environ) -> bool:
     """Set tracing up from the environment, once; returns whether it is on."""
-    global _tracer, _provider, _processor, _resource, _ids, _fields
+    global _tracer, _provider, _processor, _ids, _fields
     if _tracer is not None or not wanted(environ):
         return _tracer is not None
     chosen = protocol(environ)
     exporter = otlp.GrpcSpanExporter() if chosen == "grpc" else otlp.HttpSpanExporter()
     resource = _Resource(Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or "cnn-serving"}))
     _provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER(_ARG)
-    _processor, _resource, _ids = BatchSpanProcessor(exporter), resource, _provider.id_generator
+    _processor, _ids = BatchSpanProcessor(exporter), _provider.id_generator
     _provider.add_span_processor(_processor)
     _tracer = _provider.get_tracer(_SCOPE.name, _SCOPE.version)
     _fields = frozenset(propagate.get_global_textmap().fields)
@@ -173,10 +172,10 @@ class Step:
         self.links.append(Link(context))
 
     def __exit__(self, *_: object) -> None:
-        if _processor is None:  # tracing stopped meanwhile
+        if _provider is None or _processor is None:  # tracing stopped meanwhile
             return
         _processor.on_end(ReadableSpan(
-            self.name, self.context, self.parent, _resource, self.attributes, links=tuple(self.links),
+            self.name, self.context, self.parent, _provider.resource, self.attributes, links=tuple(self.links),
             start_time=self.started, end_time=time.time_ns(), instrumentation_scope=_SCOPE,
         ))  # fmt: skip
 
