@@ -90,6 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(
         title="CNN model server", version=__version__, description=DESCRIPTION, lifespan=lifespan,
         static_url="/docs-assets", redoc_url=None,
+        # The service traces and meters its requests itself (RequestObserver); FastAPI's own telemetry would
+        # add a second server span under a global OpenTelemetry provider, and checks for one on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )  # fmt: skip
     app.state.plane = plane
     app.state.host = host

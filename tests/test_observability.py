@@ -290,6 +290,24 @@ def test_tracing_is_off_and_free_without_an_endpoint(client) -> None:
     assert tracing.tracer() is None and not tracing.wanted({})
 
 
+def test_a_global_opentelemetry_provider_gets_no_second_server_span(client, monkeypatch) -> None:
+    """The service traces its requests itself; FastAPI's own telemetry, which reports to the global provider
+    (set, e.g., by ``opentelemetry-instrument``), stays off, so a request is never traced twice."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    assert trace.get_tracer_provider() is provider
+    response = client.post(PREDICT, json={"instances": IMAGE})
+    assert response.status_code == 200
+    assert exporter.get_finished_spans() == ()
+
+
 def test_a_bad_otlp_protocol_is_a_configuration_error(capsys) -> None:
     from service.cli import main as cli
 
