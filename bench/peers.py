@@ -74,3 +74,12 @@ def litserve_spec(model_dir: Path, model: str, ir: Path | None, engine: Engine |
     if ir is not None and engine is not None and engine.runtime == "openvino":
         argv += ["--openvino-ir", str(ir), "--precision", engine.precision]
     return ServerSpec("litserve", argv, "/health")
+
+
+def floor_spec(model: str, ir: Path | None, engine: Engine | None) -> ServerSpec | None:
+    """The bare ASGI floor (:mod:`bench.floor_server`) on the served engine; ``None`` unless that is OpenVINO."""
+    if ir is None or engine is None or engine.runtime != "openvino":
+        return None
+    argv = [sys.executable, "-m", "bench.floor_server", "--openvino-ir", str(ir), "--precision", engine.precision,
+            "--model", model, "--port", "{port}"]  # fmt: skip
+    return ServerSpec("floor", argv, "/")

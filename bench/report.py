@@ -22,6 +22,7 @@ SERVER_LABELS = {
     "litserve": "LitServe (served engine)",
     "mlserver-1": "MLServer, 1 worker (served engine)",
     "mlserver-2": "MLServer, 2 workers (served engine)",
+    "floor": "bare ASGI floor: uvicorn, the service's batcher and engine, nothing else",
 }
 COLORS = {"served": (31, 119, 180), "served-fp32": (148, 103, 189), "naive": (214, 39, 40), "litserve": (44, 160, 44)}
 
@@ -127,12 +128,15 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         "request: **i** v2 JSON, **j** TF Serving JSON rows.",
         f"Peers on the served engine ({results.get('engine') or 'not known'}): MLServer with its adaptive batching "
         "(64 images, 2 ms) and 1 or 2 parallel inference workers, running `bench/mlserver_runtime.py` on the "
-        "OpenVINO model the service compiles; LitServe on the same. The naive server runs float32 TensorFlow.",
+        "OpenVINO model the service compiles; LitServe on the same. The naive server runs float32 TensorFlow. "
+        "`floor` (`bench/floor_server.py`): a bare ASGI callable on uvicorn around the service's own batcher and "
+        "that engine, doing only what the v2 wire format needs (no routing, validation, policy, per-request "
+        "metrics or error mapping): the least a Python serving layer costs here.",
         "`server CPU ms/img` and `/req`: CPU time of the server's processes per image and per request; `beyond "
-        "model ms/req`: the service's CPU per request less what the engine costs in-process for those images at "
-        "the measured mean batch size (the serving layer's own cost); `other cores`: CPU used on the machine by "
-        "anything but the server and wrk during the measurement (noise); `mean batch`: images per model call "
-        "(served model, from its `cnn_batch_size` metric).",
+        "model ms/req`: the service's (or the floor's) CPU per request less what the engine costs in-process for "
+        "those images at the measured mean batch size (the serving layer's own cost); `other cores`: CPU used on "
+        "the machine by anything but the server and wrk during the measurement (noise); `mean batch`: images per "
+        "model call (from the batcher's `cnn_batch_size` metric).",
         "",
         markdown_table(MEASUREMENT_HEADER, measurement_rows(results)),
         "",

@@ -39,7 +39,7 @@ from bench import report
 from bench.accuracy import served_accuracy
 from bench.grpc_load import classify_once as grpc_classify
 from bench.payloads import Payload, build_payloads
-from bench.peers import MLSERVER_WORKERS, Engine, litserve_spec, mlserver_name, mlserver_spec
+from bench.peers import MLSERVER_WORKERS, Engine, floor_spec, litserve_spec, mlserver_name, mlserver_spec
 from bench.profile import Profiler
 from bench.servers import Server, ServerSpec, http_request, memory_kib, process_tree, start_server
 from bench.wrk import WrkResult, run_wrk, wrk_binary
@@ -174,8 +174,8 @@ class Bench:
             # The same batches over gRPC: KServe v2 ModelInfer, raw FP32 contents, 8 calls in flight.
             Scenario("d", "grpc_batch", "inference.GRPCInferenceService/ModelInfer", (8,), ("served",)),
             # One image per request in every protocol, the same-engine peer where it speaks it.
-            Scenario("e", "v2_json", v2, (top,), ("served", *MLSERVERS)),
-            Scenario("f", "v2_binary", v2, (top,), ("served",)),
+            Scenario("e", "v2_json", v2, (top,), ("served", "floor", *MLSERVERS)),
+            Scenario("f", "v2_binary", v2, (top,), ("served", "floor")),
             Scenario("g", "png_raw", native, (top,), ("served",)),
             Scenario("h", "grpc_single", "inference.GRPCInferenceService/ModelInfer", (top,), ("served", *MLSERVERS)),
             # 64 images per request as JSON.
@@ -191,7 +191,7 @@ class Bench:
         uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
         naive_env = {"BENCH_MODEL_DIR": str(self.model_dir)}
         service_env = self.service_env()
-        return {
+        specs = {
             # As deployed (``make serve``, the Docker entrypoint): ``python -m service``.
             "served": ServerSpec("served", [python, "-m", "service"], "/health/ready", env=service_env),
             # The same, predictions pinned to the SavedModel in float32 on TensorFlow (the reference).
@@ -212,6 +212,8 @@ class Bench:
             "litserve": litserve_spec(self.model_dir, self.args.model, self.openvino_ir, self.engine),
             **self.mlserver_specs(),
         }
+        floor = floor_spec(self.args.model, self.openvino_ir, self.engine)
+        return {**specs, "floor": floor} if floor else specs
 
     def service_env(self) -> dict[str, str]:
         return {
@@ -518,8 +520,8 @@ class Bench:
                 servers[name] = self.measure_observability(payloads["tfserving"])
                 continue
             if name not in specs:
-                self.notes.append(f"- {name} did not run: it needs the served engine on OpenVINO and "
-                                  f"{self.args.mlserver} (make bench builds it)")  # fmt: skip
+                needs = f" and {self.args.mlserver} (make bench builds it)" if name in MLSERVERS else ""
+                self.notes.append(f"- {name} did not run: it needs the served engine on OpenVINO{needs}")
                 continue
             try:
                 servers[name] = self.run_server(name, specs[name], payloads, expected)
@@ -583,7 +585,7 @@ def wait_for_shadow(server: Server, model: str, on: bool, timeout_s: float = 30.
 
 def batch_stats(server: Server) -> tuple[float, float] | None:
     """(images, model calls) so far, summed over models, from the served model's Prometheus metrics."""
-    if not server.spec.name.startswith("served"):
+    if not server.spec.name.startswith(("served", "floor")):
         return None
     status, text = http_request(server.port, "GET", "/metrics")
     if status != 200:
@@ -625,7 +627,7 @@ def layer_costs(measurements: list[dict[str, Any]], limit: dict[str, Any], engin
     for m in measurements:
         extra = m["extra"]
         sweep = (limit if m["server"] == "served-fp32" else engine or {}).get("sweep")
-        if not m["server"].startswith("served") or "mean_batch_size" not in extra or not sweep:
+        if not m["server"].startswith(("served", "floor")) or "mean_batch_size" not in extra or not sweep:
             continue
         model = model_cpu_ms_per_image(sweep, extra["mean_batch_size"]) * m["images_per_request"]
         extra["model_cpu_ms_per_request"] = model
@@ -679,6 +681,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         target("d (gRPC) / c (REST v2 binary) img/s", grpc_vs_rest, "≥ 1", _at_least(grpc_vs_rest, 1)),
         target("d (gRPC) / in-process float32 limit img/s", grpc_vs_limit, "≥ 0.85", _at_least(grpc_vs_limit, 0.85)),
         *_same_engine_targets(results, target, top),
+        *_floor_targets(results, target, top),
         *_shadow_targets(results, target, top),
         *_observability_targets(results, target, top),
         target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
@@ -695,6 +698,28 @@ _LIMIT_SCENARIOS = (("c", "v2 binary", 0.95), ("d", "gRPC raw", 0.95), ("i", "v2
                     ("j", "TF Serving JSON", 0.9))  # fmt: skip
 
 
+def _best_mlserver(ms: list[dict[str, Any]], scenario: str, top: int) -> dict[str, Any] | None:
+    peers = [report.find_measurement(ms, name, scenario, top) for name in MLSERVERS]
+    return max((p for p in peers if p), key=lambda p: p["images_per_s"], default=None)
+
+
+def _floor_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
+    """The bare ASGI floor (same batcher and engine, nothing else) against MLServer, and the service
+    against it: how much of the gap to the MLServer goal a Python serving layer can close here at all."""
+    ms, rows = results["measurements"], []
+    for scenario, protocol in (("e", "v2 JSON"), ("f", "v2 binary")):
+        floor = report.find_measurement(ms, "floor", scenario, top)
+        if floor is None:
+            continue
+        vs_peer = _ratio(floor, _best_mlserver(ms, "e", top))
+        rows.append(target(f"{scenario}, c={top}, 1 image: bare ASGI floor {protocol} / MLServer v2 JSON", vs_peer,
+                           "reported", None))  # fmt: skip
+        served = _ratio(report.find_measurement(ms, "served", scenario, top), floor)
+        rows.append(target(f"{scenario}, c={top}, 1 image: served {protocol} / bare ASGI floor", served, "reported",
+                           None))  # fmt: skip
+    return rows
+
+
 def _same_engine_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
     """The serving layer against MLServer on the same engine (the better of its worker counts), the
     64-image scenarios against the engine in-process, and one connection's p50 against the engine's call."""
@@ -702,10 +727,7 @@ def _same_engine_targets(results: dict[str, Any], target: Any, top: int) -> list
     goal = 2.0 if cpu_class() in ("amx", "bf16") else 1.6
     goal_text = f"≥ {goal:g} ({'a CPU with BF16' if goal == 2 else 'no BF16'})"
     for scenario, protocol, peer_scenario in _PEER_SCENARIOS:
-        served = report.find_measurement(ms, "served", scenario, top)
-        peers = [report.find_measurement(ms, name, peer_scenario, top) for name in MLSERVERS]
-        best = max((p for p in peers if p), key=lambda p: p["images_per_s"], default=None)
-        ratio = _ratio(served, best)
+        ratio = _ratio(report.find_measurement(ms, "served", scenario, top), _best_mlserver(ms, peer_scenario, top))
         name = f"{scenario}, c={top}, 1 image: served {protocol} / MLServer {'gRPC' if scenario == 'h' else 'v2 JSON'}"
         rows.append(target(name, ratio, goal_text, _at_least(ratio, goal)))
     engine = results.get("engine_limit")
@@ -851,6 +873,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "naive",
         "naive-logged",
         "litserve",
+        "floor",
         *MLSERVERS,
     ]
     parser.add_argument("--servers", nargs="+", default=servers, choices=servers,

@@ -1,0 +1,125 @@
+"""The floor: the least a Python ASGI server can spend on a v2 ``infer`` request on this machine.
+
+uvicorn (uvloop, httptools) and one bare ASGI callable around the service's own batcher
+(:class:`service.hosting.batcher.Batcher`, the service's default batching settings) and the served
+engine (the OpenVINO model the peers serve, compiled as the service compiles it). It does only what the
+wire format needs: read the body, parse the v2 JSON (orjson) and the binary tensor (numpy), batch, run,
+and write the answer. No routing table, validation, policy headers, metrics per request, error mapping
+or version lookup: what is left between it and the service is the cost of those. The benchmark runs it on
+the one-image v2 scenarios, beside MLServer, to show how much of any gap to a target a serving layer
+written in Python can close here at all.
+
+Run: ``python -m bench.floor_server --openvino-ir <model.xml> --precision fp32|bf16 --port <port>``;
+``GET /metrics`` gives the batcher's metrics (the benchmark reads the mean batch size from them).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import orjson
+import uvicorn
+from prometheus_client import generate_latest
+from starlette.types import Receive, Scope, Send
+
+from service.core.metrics import Metrics
+from service.core.settings import Settings
+from service.hosting.batcher import Batcher
+from service.hosting.engines import OPENVINO_CPU_CONFIG
+
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
+_HEADER_LENGTH = b"inference-header-content-length"
+
+
+class FloorApp:
+    """``POST /v2/models/{model}/infer`` (one FP32 input, JSON ``data`` or binary), ``GET /metrics``;
+    any other request gets an empty 200 (the readiness probe)."""
+
+    def __init__(self, ir: str, precision: str, model: str) -> None:
+        import openvino
+
+        config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[precision], **OPENVINO_CPU_CONFIG}
+        compiled = openvino.Core().compile_model(ir, "CPU", config)
+        request, output = compiled.create_infer_request(), compiled.output("probabilities")
+        self._run = lambda images: request.infer([images])[output]  # one batch thread: one infer request
+        self.model = model
+        self.metrics = Metrics()
+        self.batcher: Batcher | None = None
+
+    def _start(self) -> None:
+        s = Settings()
+        self.batcher = Batcher(
+            f"{self.model}:1", self._run, self.metrics, max_batch_size=s.max_batch_size,
+            max_wait_s=s.max_batch_wait_ms / 1000, max_queue_images=s.max_queue_images,
+            queue_timeout_s=s.queue_timeout_s, request_timeout_s=s.request_timeout_s,
+        )  # fmt: skip
+        self.batcher.start()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # lifespan.startup
+            self._start()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["method"] != "POST":
+            body = generate_latest(self.metrics.registry) if scope["path"] == "/metrics" else b""
+            await _answer(send, 200, [], body)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            status, headers, answer = await self._infer(body, dict(scope["headers"]).get(_HEADER_LENGTH))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            status, headers, answer = 400, [], orjson.dumps({"error": str(exc)})
+        await _answer(send, status, headers, answer)
+
+    async def _infer(self, body: bytes, header_length: bytes | None) -> tuple[int, list, bytes]:
+        assert self.batcher is not None
+        split = int(header_length) if header_length else len(body)
+        request = orjson.loads(body[:split])
+        tensor = request["inputs"][0]
+        binary = np.frombuffer(body[split:], "<f4") if header_length else None
+        images = binary if binary is not None else np.asarray(tensor["data"], np.float32)
+        probabilities = await self.batcher.submit(images.reshape(tensor["shape"]))
+        output: dict[str, Any] = {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape)}
+        response = {"model_name": self.model, "model_version": "1", "outputs": [output]}
+        if not header_length:
+            output["data"] = probabilities.reshape(-1)
+            return (
+                200,
+                [(b"content-type", b"application/json")],
+                orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY),
+            )
+        payload = np.ascontiguousarray(probabilities, "<f4").tobytes()
+        output["parameters"] = {"binary_data_size": len(payload)}
+        header = orjson.dumps(response)
+        headers = [(b"content-type", b"application/octet-stream"), (_HEADER_LENGTH, str(len(header)).encode())]
+        return 200, headers, header + payload
+
+
+async def _answer(send: Send, status: int, headers: list, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--openvino-ir", required=True, help="the OpenVINO model (.xml) the peers serve")
+    parser.add_argument("--precision", default="fp32", choices=sorted(_PRECISION_HINT))
+    parser.add_argument("--model", default="fashion_cnn")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = FloorApp(args.openvino_ir, args.precision, args.model)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", access_log=False,
+                log_level="warning")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
