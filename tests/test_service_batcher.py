@@ -332,3 +332,34 @@ def test_a_request_that_timed_out_in_the_queue_stops_counting_against_it():
 
     asyncio.run(scenario())
     assert metrics.registry.get_sample_value("cnn_queue_images", {"model": "test:1"}) == 0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's death
+def test_a_batch_thread_that_dies_takes_its_batcher_out_of_service():
+    """Its version stops counting as ready, and new requests get 503 instead of waiting in a dead queue."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return batch[:, 0, 0]
+
+    async def scenario():
+        batcher = make_batcher(run, max_batch_size=1, request_timeout_s=0.5)
+        batcher.start()
+        assert batcher.alive
+        await batcher.submit(images(1, count=2))  # two images: never run on the event loop
+
+        def die(batch):
+            raise RuntimeError("outside the model call, where nothing catches it")
+
+        batcher._execute = die
+        stranded = asyncio.ensure_future(batcher.submit(images(2, count=2)))
+        for _ in range(100):
+            if not batcher.alive:
+                break
+            await asyncio.sleep(0.01)
+        assert not batcher.alive
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(images(3))
+        with pytest.raises(InferenceTimeout):  # the one taken by the dying thread still gets an answer
+            await stranded
+
+    asyncio.run(scenario())

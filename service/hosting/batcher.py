@@ -73,6 +73,12 @@ def _fail(items: list[_Pending], error: ServiceError) -> None:
             item.future.set_exception(error)
 
 
+def _expire(future: asyncio.Future, key: str, timeout_s: float) -> None:
+    """On the event loop: 504 for a request still waiting when its time is up."""
+    if not future.done():
+        future.set_exception(InferenceTimeout(f"inference on {key} did not finish within {timeout_s:g} s"))
+
+
 def _pop_batch(queue: deque[_Pending], max_images: int, timeout_s: float) -> tuple[list[_Pending], list[_Pending], int]:
     """Pop requests up to ``max_images`` images (a larger single request runs alone), skipping those whose
     caller gave up; returns them, those that waited over ``timeout_s``, and the images popped in all.
@@ -193,11 +199,13 @@ class Batcher:
         self._stopped = False
         self._closing = False
         self._threads: list[threading.Thread] = []
+        self._live_threads = 0  # batch threads not yet returned (read on every request: cheaper than is_alive)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._live_threads = self._slots
         for index in range(self._slots):
             thread = threading.Thread(target=self._work, name=f"batch-{self.key}-{index}", daemon=True)
             thread.start()
@@ -205,7 +213,7 @@ class Batcher:
 
     @property
     def alive(self) -> bool:
-        return not self._stopped and any(thread.is_alive() for thread in self._threads)
+        return not self._stopped and self._live_threads > 0
 
     async def drain(self, timeout_s: float) -> None:
         """Refuse new work, let queued and running requests finish and be answered (up to ``timeout_s``),
@@ -252,14 +260,13 @@ class Batcher:
             if inline:  # decided once the requests that came with it have queued too
                 loop.call_soon(self._run_if_alone)
             self._queue_depth.set(self._queued_images)
+            # Failed with 504 when the time is up (a timer, not asyncio.timeout: this runs on every request);
+            # the threads then skip it if it is still queued.
+            expiry = loop.call_later(self.request_timeout_s, _expire, item.future, self.key, self.request_timeout_s)
             try:
-                async with asyncio.timeout(self.request_timeout_s):
-                    return await item.future  # cancelled on timeout: the threads skip it if still queued
-            except TimeoutError:
-                raise InferenceTimeout(
-                    f"inference on {self.key} did not finish within {self.request_timeout_s:g} s"
-                ) from None
+                return await item.future
             finally:
+                expiry.cancel()
                 if span is not None and item.batch_span is not None:
                     span.add_link(item.batch_span)
 
@@ -309,6 +316,13 @@ class Batcher:
 
     # -- the batch threads -------------------------------------------------------------------------
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:  # returned when stopped, or died of an error (logged by threading's excepthook)
+            with self._lock:
+                self._live_threads -= 1
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 while not self._queue and not self._stopped:

@@ -35,6 +35,7 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 import numpy as np
+from prometheus_client import Counter
 
 from contract import ModelCard
 from service.core import logs, tracing
@@ -49,6 +50,7 @@ from service.core.errors import (
 )
 from service.core.metrics import Metrics
 from service.core.request import (
+    Api,
     ExplainMethod,
     ExplainSpec,
     InferenceRequest,
@@ -91,6 +93,7 @@ class InferencePipeline:
         self._heavy_slots = asyncio.Semaphore(settings.max_concurrent_feature_maps)
         self.shadows = ShadowRunner(table, metrics, settings.shadow_queue_images)
         self.payloads = PayloadLogger(settings, metrics)
+        self._image_counters: dict[tuple[str, Api], Counter] = {}
 
     async def handle(
         self,
@@ -145,8 +148,15 @@ class InferencePipeline:
         else:
             activations = await self._bounded(record.key, "feature maps", model.feature_maps, images, layers)
             result = InferenceResult(request, record.name, record.version, card, activations=activations)
-        self.metrics.images.labels(record.key, request.api).inc(len(images))
+        self._images_counter(record.key, request.api).inc(len(images))
         return result
+
+    def _images_counter(self, key: str, api: Api) -> Counter:
+        """The images counter of a version and API, looked up once (``labels`` takes a lock and builds a key)."""
+        counter = self._image_counters.get((key, api))
+        if counter is None:
+            counter = self._image_counters[key, api] = self.metrics.images.labels(key, api)
+        return counter
 
     # -- steps -------------------------------------------------------------------------------------
     def _check_count(self, request: InferenceRequest) -> None:
