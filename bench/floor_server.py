@@ -27,9 +27,8 @@ from starlette.types import Receive, Scope, Send
 from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.hosting.batcher import Batcher
-from service.hosting.engines import OPENVINO_CPU_CONFIG
+from service.hosting.engines import openvino_cpu_config
 
-_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
 _HEADER_LENGTH = b"inference-header-content-length"
 
 
@@ -40,8 +39,7 @@ class FloorApp:
     def __init__(self, ir: str, precision: str, model: str) -> None:
         import openvino
 
-        config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[precision], **OPENVINO_CPU_CONFIG}
-        compiled = openvino.Core().compile_model(ir, "CPU", config)
+        compiled = openvino.Core().compile_model(ir, "CPU", openvino_cpu_config(precision))
         request, output = compiled.create_infer_request(), compiled.output("probabilities")
         self._run = lambda images: request.infer([images])[output]  # one batch thread: one infer request
         self.model = model
@@ -112,7 +110,7 @@ async def _answer(send: Send, status: int, headers: list, body: bytes) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--openvino-ir", required=True, help="the OpenVINO model (.xml) the peers serve")
-    parser.add_argument("--precision", default="fp32", choices=sorted(_PRECISION_HINT))
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--model", default="fashion_cnn")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()

@@ -28,11 +28,9 @@ class SavedModelAPI(ls.LitAPI):
         if self.openvino_ir:
             import openvino
 
-            from service.hosting.engines import OPENVINO_CPU_CONFIG
+            from service.hosting.engines import openvino_cpu_config
 
-            config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[self.precision],
-                      **OPENVINO_CPU_CONFIG}  # fmt: skip
-            compiled = openvino.Core().compile_model(self.openvino_ir, "CPU", config)
+            compiled = openvino.Core().compile_model(self.openvino_ir, "CPU", openvino_cpu_config(self.precision))
             request, output = compiled.create_infer_request(), compiled.output("probabilities")
             self._run = lambda x: request.infer([x])[output]
             return

@@ -25,7 +25,7 @@ class OpenVinoRuntime(MLModel):
 
     async def load(self) -> bool:
         extra = self.settings.parameters.extra or {}
-        config = {  # as the service compiles it (service.hosting.engines.OPENVINO_CPU_CONFIG)
+        config = {  # as the service compiles it (service.hosting.engines.openvino_cpu_config)
             "INFERENCE_PRECISION_HINT": _PRECISION_HINT[extra.get("precision", "fp32")],
             "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False,

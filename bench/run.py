@@ -583,9 +583,13 @@ def wait_for_shadow(server: Server, model: str, on: bool, timeout_s: float = 30.
     raise RuntimeError(f"{server.spec.name} did not turn its shadow {'on' if on else 'off'} within {timeout_s:g} s")
 
 
+# Servers whose /metrics carry the batcher's cnn_batch_size: the service and the floor around its batcher.
+_BATCHED = ("served", "floor")
+
+
 def batch_stats(server: Server) -> tuple[float, float] | None:
     """(images, model calls) so far, summed over models, from the served model's Prometheus metrics."""
-    if not server.spec.name.startswith(("served", "floor")):
+    if not server.spec.name.startswith(_BATCHED):
         return None
     status, text = http_request(server.port, "GET", "/metrics")
     if status != 200:
@@ -627,7 +631,7 @@ def layer_costs(measurements: list[dict[str, Any]], limit: dict[str, Any], engin
     for m in measurements:
         extra = m["extra"]
         sweep = (limit if m["server"] == "served-fp32" else engine or {}).get("sweep")
-        if not m["server"].startswith(("served", "floor")) or "mean_batch_size" not in extra or not sweep:
+        if not m["server"].startswith(_BATCHED) or "mean_batch_size" not in extra or not sweep:
             continue
         model = model_cpu_ms_per_image(sweep, extra["mean_batch_size"]) * m["images_per_request"]
         extra["model_cpu_ms_per_request"] = model

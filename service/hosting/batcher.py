@@ -198,7 +198,6 @@ class Batcher:
         self._last_batch_requests = 1
         self._stopped = False
         self._closing = False
-        self._threads: list[threading.Thread] = []
         self._live_threads = 0  # batch threads not yet returned (read on every request: cheaper than is_alive)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -207,9 +206,7 @@ class Batcher:
         self._loop = asyncio.get_running_loop()
         self._live_threads = self._slots
         for index in range(self._slots):
-            thread = threading.Thread(target=self._work, name=f"batch-{self.key}-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            threading.Thread(target=self._work, name=f"batch-{self.key}-{index}", daemon=True).start()
 
     @property
     def alive(self) -> bool:

@@ -38,6 +38,11 @@ OPENVINO_CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": Fals
 _TENSOR_CORE_CAPABILITY = (7, 0)  # Volta and newer run float16 matrix maths on tensor cores
 
 
+def openvino_cpu_config(precision: str) -> dict[str, Any]:
+    """How the service compiles a model for OpenVINO's CPU plugin in ``precision`` (fp32 or bf16)."""
+    return {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision], **OPENVINO_CPU_CONFIG}
+
+
 class Engine(Protocol):
     """Runs a batch of validated images ``(n, h, w, c)`` float32 to class probabilities ``(n, classes)``."""
 
@@ -156,7 +161,7 @@ class OpenVino:
 
     def __init__(self, model: Any, card: ModelCard, precision: str, threads: int = 0) -> None:
         self.precision = precision
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision], **OPENVINO_CPU_CONFIG}
+        config = openvino_cpu_config(precision)
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = _openvino_core().compile_model(model, "CPU", config)
