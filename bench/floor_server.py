@@ -1,13 +1,13 @@
 """The floor: the least a Python ASGI server can spend on a v2 ``infer`` request on this machine.
 
 uvicorn (uvloop, httptools) and one bare ASGI callable around the service's own batcher
-(:class:`service.hosting.batcher.Batcher`, the service's default batching settings) and the served
-engine (the OpenVINO model the peers serve, compiled as the service compiles it). It does only what the
-wire format needs: read the body, parse the v2 JSON (orjson) and the binary tensor (numpy), batch, run,
-and write the answer. No routing table, validation, policy headers, metrics per request, error mapping
-or version lookup: what is left between it and the service is the cost of those. The benchmark runs it on
-the one-image v2 scenarios, beside MLServer, to show how much of any gap to a target a serving layer
-written in Python can close here at all.
+(:class:`service.hosting.batcher.Batcher`, the service's default batching settings and GIL switch
+interval) and the served engine (the OpenVINO model the peers serve, compiled as the service compiles
+it). It does only what the wire format needs: read the body, parse the v2 JSON (orjson) and the binary
+tensor (numpy), batch, run, and write the answer. No routing table, validation, policy headers, metrics
+per request, error mapping or version lookup: what is left between it and the service is the cost of
+those. The benchmark runs it on the one-image v2 scenarios, beside MLServer, to show how much of any gap
+to a target a serving layer written in Python can close here at all.
 
 Run: ``python -m bench.floor_server --openvino-ir <model.xml> --precision fp32|bf16 --port <port>``;
 ``GET /metrics`` gives the batcher's metrics (the benchmark reads the mean batch size from them).
@@ -16,6 +16,7 @@ Run: ``python -m bench.floor_server --openvino-ir <model.xml> --precision fp32|b
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ class FloorApp:
 
     def _start(self) -> None:
         s = Settings()
+        sys.setswitchinterval(s.gil_switch_interval_ms / 1000)  # as the service does while serving
         self.batcher = Batcher(
             f"{self.model}:1", self._run, self.metrics, max_batch_size=s.max_batch_size,
             max_wait_s=s.max_batch_wait_ms / 1000, max_queue_images=s.max_queue_images,

@@ -17,6 +17,8 @@ SERVER_LABELS = {
     "served-observed-off": "served, tracing and payload logging off (interleaved with the next two)",
     "served-traced": "served, OpenTelemetry tracing of every request to a local OTLP receiver",
     "served-logged": "served, payload logging (all) to a local CloudEvents sink",
+    "served-gil-default": "served as it runs (CNN_GIL_SWITCH_INTERVAL_MS; interleaved with the next)",
+    "served-gil-5ms": "served with Python's default GIL switch interval (5 ms)",
     "naive": "naive FastAPI",
     "naive-logged": "naive FastAPI, uvicorn's default access log",
     "litserve": "LitServe (served engine)",

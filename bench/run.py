@@ -51,6 +51,8 @@ MLSERVERS = tuple(mlserver_name(workers) for workers in MLSERVER_WORKERS)
 SHADOW_FRACTION = 0.1  # served-shadow: the share of requests its shadow version also runs
 SHADOW_ROUNDS = 2  # served-shadow: measurements with the shadow off and on, alternated
 OBSERVED_ROUNDS = 3  # observability: runs with tracing, payload logging and neither, in turn
+GIL_ROUNDS = 2  # gil: runs with the service's GIL switch interval and Python's default, in turn
+PYTHON_SWITCH_INTERVAL_MS = "5"  # Python's default GIL switch interval
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -439,10 +441,8 @@ class Bench:
 
     def measure_observability(self, payload: Payload) -> dict[str, Any]:
         """Scenario ``a`` on the service with tracing on (every trace, OTLP/HTTP) and with payload logging on
-        (``all``), each to a local receiver (:mod:`bench.sink`), and with both off; fresh processes in
-        turn, ``OBSERVED_ROUNDS`` times, so that the machine's drift is spread over all three."""
+        (``all``), each to a local receiver (:mod:`bench.sink`), and with both off (:meth:`alternate`)."""
         scenario = self.scenarios[0]
-        connections = (min(scenario.connections), max(scenario.connections))
         sink_spec = ServerSpec("sink", [sys.executable, "-m", "bench.sink", "--port", "{port}"], "/count")
         with self.serving(sink_spec) as sink:
             receiver = f"http://127.0.0.1:{sink.port}"
@@ -451,15 +451,31 @@ class Bench:
                 "served-traced": {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_TRACES_SAMPLER": "always_on"},
                 "served-logged": {"CNN_LOGGER_URL": f"{receiver}/events", "CNN_LOGGER_MODE": "all"},
             }
-            for _ in range(OBSERVED_ROUNDS):
-                for name, extra in variants.items():
-                    spec = ServerSpec(name, [sys.executable, "-m", "service"], "/health/ready",
-                                      env={**self.service_env(), **extra})  # fmt: skip
-                    with self.serving(spec) as server:
-                        for count in connections:
-                            self.measure(server, scenario, payload, count)
+            self.alternate(variants, OBSERVED_ROUNDS, payload, (min(scenario.connections), max(scenario.connections)))
             status, body = http_request(sink.port, "GET", "/count")
         return {"sink": json.loads(body) if status == 200 else None}
+
+    def measure_gil(self, payload: Payload) -> None:
+        """Scenario ``a`` at its most connections on the service as it runs (its GIL switch interval,
+        ``CNN_GIL_SWITCH_INTERVAL_MS``) and with Python's default switch interval (:meth:`alternate`)."""
+        variants = {
+            "served-gil-default": {},
+            "served-gil-5ms": {"CNN_GIL_SWITCH_INTERVAL_MS": PYTHON_SWITCH_INTERVAL_MS},
+        }
+        self.alternate(variants, GIL_ROUNDS, payload, (max(self.scenarios[0].connections),))
+
+    def alternate(
+        self, variants: dict[str, dict[str, str]], rounds: int, payload: Payload, connections: tuple[int, ...]
+    ) -> None:
+        """Scenario ``a`` on a fresh service per variant (its extra environment), the variants in turn,
+        ``rounds`` times, so that the machine's drift is spread over all of them."""
+        for _ in range(rounds):
+            for name, extra in variants.items():
+                spec = ServerSpec(name, [sys.executable, "-m", "service"], "/health/ready",
+                                  env={**self.service_env(), **extra})  # fmt: skip
+                with self.serving(spec) as server:
+                    for count in connections:
+                        self.measure(server, self.scenarios[0], payload, count)
 
     def profile(self, server: Server, payload: Payload, scenario: Scenario) -> dict[str, Any]:
         """Per-request CPU under scenario a at the highest concurrency; py-spy samples a window inside the load."""
@@ -518,6 +534,9 @@ class Bench:
         for name in self.args.servers:
             if name == "observability":
                 servers[name] = self.measure_observability(payloads["tfserving"])
+                continue
+            if name == "gil":
+                self.measure_gil(payloads["tfserving"])
                 continue
             if name not in specs:
                 needs = f" and {self.args.mlserver} (make bench builds it)" if name in MLSERVERS else ""
@@ -688,6 +707,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         *_floor_targets(results, target, top),
         *_shadow_targets(results, target, top),
         *_observability_targets(results, target, top),
+        *_gil_targets(results, target, top),
         target("start to ready s", ready, "≤ 10", ready is not None and ready <= 10),
         target("peak RSS MiB", rss, f"≤ {1.5 * GB / MIB:,.0f} (1.5 GB)", rss is not None and rss * MIB <= 1.5 * GB),
         *precision_targets,
@@ -799,6 +819,18 @@ def _observability_targets(results: dict[str, Any], target: Any, top: int) -> li
     return rows
 
 
+def _gil_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
+    """The service's GIL switch interval against Python's default: throughput, and the cores it keeps busy."""
+    ms = results["measurements"]
+    served, python = (_mean_of_runs(ms, name, top) for name in ("served-gil-default", "served-gil-5ms"))
+    ratio = served / python if served is not None and python else None
+    rows = [target(f"a, c={top}: GIL switch interval as served / Python's 5 ms img/s", ratio, "reported", None)]
+    for name, what in (("served-gil-default", "as served"), ("served-gil-5ms", "Python's 5 ms")):
+        cores = _mean_of_runs(ms, name, top, lambda m: m["extra"]["server_cores"])
+        rows.append(target(f"a, c={top}: server cores busy, GIL switch interval {what}", cores, "reported", None))
+    return rows
+
+
 def cpu_class() -> str:
     """What reduced precision can gain here: ``amx``, ``bf16`` (AVX-512 BF16, no AMX) or ``none``."""
     flags = cpu_flags()
@@ -874,6 +906,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "served",
         "served-shadow",
         "observability",
+        "gil",
         "naive",
         "naive-logged",
         "litserve",

@@ -55,6 +55,7 @@ BAD_VALUES = {
     "max_accuracy_drop": ("-0.5", "greater than or equal to 0"),
     "batch_buckets": ("[0, 4]", "greater than or equal to 1"),
     "inference_threads": ("-2", "greater than or equal to 0"),
+    "gil_switch_interval_ms": ("0", "greater than 0"),
     "allowed_hosts": ("a b", "comma-separated"),
     "api_key": ("two words", "expected a string to match"),
     "shutdown_timeout_s": ("0", "greater than 0"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import httpx
@@ -116,6 +117,14 @@ def test_a_removed_version_is_unloaded(repository: Path, source: Path) -> None:
         sync()
         assert [(v["version"], v["state"]) for v in entry(client)["versions"]] == [(2, "END"), (1, "AVAILABLE")]
         assert answered_by(client) == 1
+
+
+def test_serving_shortens_the_gil_switch_interval_and_puts_it_back(repository: Path) -> None:
+    before = sys.getswitchinterval()
+    with serving(repository, gil_switch_interval_ms=0.25) as (client, _):
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+        assert answered_by(client) == 1
+    assert sys.getswitchinterval() == before
 
 
 def _write_config(path: Path, policy: dict, labels: dict) -> None:

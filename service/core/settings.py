@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         "unset: measured at load; []: never pad.",
     )
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default).")
+    gil_switch_interval_ms: float = Field(
+        0.5, gt=0, le=100,
+        description="Longest a thread holding Python's GIL keeps another waiting for it (Python's default: 5).",
+    )  # fmt: skip
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host names a loopback-bound server answers besides localhost, 127.0.0.1 and ::1 (it refuses "
