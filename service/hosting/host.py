@@ -108,9 +108,9 @@ def _tune_interpreter(settings: Settings) -> float:
     The GIL's switch interval: a batch thread needs the GIL for a moment between two model calls (to hand
     the answers to the event loop and take the next batch), and under load the event loop holds it. Python
     makes the waiting thread wait up to the interval, 5 ms by default, with the model idle meanwhile:
-    ``CNN_GIL_SWITCH_INTERVAL_MS`` (0.5) keeps the model computing (measured on 2 cores, one-image
-    requests at 64 connections: the server used 1.70 of the 2 cores at 5 ms, 1.77 at 0.5 ms). Returns the
-    interval it replaced (:meth:`ModelHost.stop` puts it back).
+    ``CNN_GIL_SWITCH_INTERVAL_MS`` (0.5) keeps the model computing (``make bench``'s ``gil`` comparison on
+    2 cores, one-image requests at 64 connections: the server kept 1.70 of the cores busy at 5 ms, 1.75 at
+    0.5 ms). Returns the interval it replaced (:meth:`ModelHost.stop` puts it back).
     """
     gc.collect()
     gc.freeze()
