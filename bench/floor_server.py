@@ -2,14 +2,16 @@
 
 uvicorn (uvloop, httptools) and one bare ASGI callable around the service's own batcher
 (:class:`service.hosting.batcher.Batcher`, the service's default batching settings and GIL switch
-interval) and the served engine (the OpenVINO model the peers serve, compiled as the service compiles
-it). It does only what the wire format needs: read the body, parse the v2 JSON (orjson) and the binary
-tensor (numpy), batch, run, and write the answer. No routing table, validation, policy headers, metrics
-per request, error mapping or version lookup: what is left between it and the service is the cost of
-those. The benchmark runs it on the one-image v2 scenarios, beside MLServer, to show how much of any gap
-to a target a serving layer written in Python can close here at all.
+interval) and the served engine (the OpenVINO model the peers serve, in the service's own engine class,
+:class:`service.hosting.engines.OpenVino`, with as many calls at once as the service makes). It does only
+what the wire format needs: read the body, parse the v2 JSON (orjson) and the binary tensor (numpy),
+batch, run, and write the answer. No routing table, validation, policy headers, metrics per request,
+error mapping or version lookup: what is left between it and the service is the cost of those. The
+benchmark runs it on the one-image v2 scenarios, beside MLServer, to show how much of any gap to a target
+a serving layer written in Python can close here at all.
 
-Run: ``python -m bench.floor_server --openvino-ir <model.xml> --precision fp32|bf16 --port <port>``;
+Run: ``python -m bench.floor_server --openvino-ir <model.xml> --model-dir <version dir> --precision fp32|bf16
+--port <port>``;
 ``GET /metrics`` gives the batcher's metrics (the benchmark reads the mean batch size from them).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +28,12 @@ import uvicorn
 from prometheus_client import generate_latest
 from starlette.types import Receive, Scope, Send
 
+from contract import ModelCard
 from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.hosting.batcher import Batcher
-from service.hosting.engines import openvino_cpu_config
+from service.hosting.engines import OpenVino
+from service.hosting.planner import ladder
 
 _HEADER_LENGTH = b"inference-header-content-length"
 
@@ -37,12 +42,15 @@ class FloorApp:
     """``POST /v2/models/{model}/infer`` (one FP32 input, JSON ``data`` or binary), ``GET /metrics``;
     any other request gets an empty 200 (the readiness probe)."""
 
-    def __init__(self, ir: str, precision: str, model: str) -> None:
+    def __init__(self, ir: str, model_dir: Path, precision: str, model: str) -> None:
         import openvino
 
-        compiled = openvino.Core().compile_model(ir, "CPU", openvino_cpu_config(precision))
-        request, output = compiled.create_infer_request(), compiled.output("probabilities")
-        self._run = lambda images: request.infer([images])[output]  # one batch thread: one infer request
+        card, s = ModelCard.read(model_dir), Settings()
+        self.engine = OpenVino(openvino.Core().read_model(ir), card, precision)
+        warm_up = [np.zeros((size, *card.input_shape), np.float32) for size in ladder(s.max_batch_size)]
+        for batch in warm_up:
+            self.engine.predict(batch)
+        self.calls = self.engine.allow_concurrent_calls(s.max_concurrent_batches, warm_up)
         self.model = model
         self.metrics = Metrics()
         self.batcher: Batcher | None = None
@@ -51,9 +59,10 @@ class FloorApp:
         s = Settings()
         sys.setswitchinterval(s.gil_switch_interval_ms / 1000)  # as the service does while serving
         self.batcher = Batcher(
-            f"{self.model}:1", self._run, self.metrics, max_batch_size=s.max_batch_size,
-            max_wait_s=s.max_batch_wait_ms / 1000, max_queue_images=s.max_queue_images,
-            queue_timeout_s=s.queue_timeout_s, request_timeout_s=s.request_timeout_s,
+            f"{self.model}:1", self.engine.predict, self.metrics, max_batch_size=s.max_batch_size,
+            max_concurrent_batches=self.calls, max_wait_s=s.max_batch_wait_ms / 1000,
+            max_queue_images=s.max_queue_images, queue_timeout_s=s.queue_timeout_s,
+            request_timeout_s=s.request_timeout_s,
         )  # fmt: skip
         self.batcher.start()
 
@@ -112,11 +121,12 @@ async def _answer(send: Send, status: int, headers: list, body: bytes) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--openvino-ir", required=True, help="the OpenVINO model (.xml) the peers serve")
+    parser.add_argument("--model-dir", type=Path, required=True, help="the version directory (its model card)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--model", default="fashion_cnn")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    app = FloorApp(args.openvino_ir, args.precision, args.model)
+    app = FloorApp(args.openvino_ir, args.model_dir, args.precision, args.model)
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", access_log=False,
                 log_level="warning")  # fmt: skip
 

@@ -214,7 +214,7 @@ class Bench:
             "litserve": litserve_spec(self.model_dir, self.args.model, self.openvino_ir, self.engine),
             **self.mlserver_specs(),
         }
-        floor = floor_spec(self.args.model, self.openvino_ir, self.engine)
+        floor = floor_spec(self.model_dir, self.args.model, self.openvino_ir, self.engine)
         return {**specs, "floor": floor} if floor else specs
 
     def service_env(self) -> dict[str, str]:

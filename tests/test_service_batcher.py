@@ -190,6 +190,43 @@ def test_after_a_merged_batch_the_next_one_waits_to_fill():
     assert after_single < 0.3, after_single
 
 
+def test_while_another_call_runs_a_free_thread_does_not_wait_to_fill():
+    """With two batch threads, a thread that finds requests queued while the other thread's call runs
+    starts at once, even under load: waiting would leave its share of the cores idle."""
+    calls: list[int] = []
+    holds = [threading.Event(), threading.Event()]  # the first two calls wait for these
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        index = len(calls)
+        calls.append(len(batch))
+        if index < len(holds):
+            holds[index].wait(5)
+        return batch[:, 0, 0]
+
+    async def scenario() -> float:
+        batcher = make_batcher(run, max_batch_size=8, max_wait_s=0.4, max_concurrent_batches=2)
+        batcher.start()
+        held = [asyncio.ensure_future(batcher.submit(images(0)))]
+        await asyncio.sleep(0.05)
+        held.append(asyncio.ensure_future(batcher.submit(images(1))))  # both threads now busy
+        await asyncio.sleep(0.05)
+        merged = [asyncio.ensure_future(batcher.submit(images(i))) for i in (2, 3)]
+        await asyncio.sleep(0.05)
+        holds[0].set()  # the first thread merges the two queued requests: the server is under load
+        await asyncio.gather(held[0], *merged)
+        started = time.perf_counter()
+        await batcher.submit(images(4))  # the second call still runs
+        elapsed = time.perf_counter() - started
+        holds[1].set()
+        await held[1]
+        await batcher.drain(1)
+        return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert calls == [1, 1, 2, 1]
+    assert elapsed < 0.3, elapsed
+
+
 def test_bucket_padding_returns_each_request_exactly_its_own_rows():
     """Batches padded to 2 or 8 rows: the model sees the padded sizes, each request only its own rows."""
     calls: list[int] = []

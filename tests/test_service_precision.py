@@ -201,3 +201,80 @@ def test_openvino_runs_a_residual_network_with_many_variables(tmp_path):
     images = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
     reference = builder.build("tensorflow", "fp32").predict(images)
     np.testing.assert_allclose(builder.build("openvino", "fp32").predict(images), reference, atol=1e-4)
+
+
+class _Recorded:
+    """An OpenVINO compiled model whose infer requests note which compile ran each call."""
+
+    def __init__(self, compiled, name: str, log: list[str], before=None) -> None:
+        self.compiled, self.name, self.log, self.before = compiled, name, log, before
+
+    def create_infer_request(self):
+        request, recorded = self.compiled.create_infer_request(), self
+
+        class Request:
+            def infer(self, inputs):
+                if recorded.before is not None:
+                    recorded.before()
+                recorded.log.append(recorded.name)
+                return request.infer(inputs)
+
+        return Request()
+
+
+def test_openvino_runs_a_call_that_overlaps_another_on_streams_with_the_same_answers(bundled_repository: Path):
+    """A lone call runs on the compile for every core; a call made while another runs goes to the
+    streams compile, once concurrent calls are allowed; both answer alike."""
+    pytest.importorskip("openvino")
+    import os
+    import threading
+
+    import tensorflow as tf
+
+    from service.hosting import engines
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("OpenVINO makes one stream on one core: no streams compile")
+
+    version = bundled_repository / "lenet5" / "1"
+    saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
+    engine = engines.Builder(saved_model, card).build("openvino", "fp32")
+    images = np.random.default_rng(0).random((16, *card.input_shape), dtype=np.float32)
+    assert engine.allow_concurrent_calls(1) == 1
+    lone = engine.predict(images)
+    assert engine.allow_concurrent_calls(3, [images]) == 3
+    log: list[str] = []
+    overlapped = threading.Event()
+    (lone_compiled, lone_output), (streams_compiled, streams_output) = engine._compiled[False], engine._compiled[True]
+    engine._compiled[False] = (_Recorded(lone_compiled, "every core", log, lambda: overlapped.wait(5)), lone_output)
+    engine._compiled[True] = (_Recorded(streams_compiled, "streams", log, overlapped.set), streams_output)
+    answers: dict[str, np.ndarray] = {}
+    first = threading.Thread(target=lambda: answers.setdefault("first", engine.predict(images)))
+    first.start()  # its call waits (in the model) until the second has run
+    answers["second"] = engine.predict(images)
+    first.join(5)
+    assert log == ["streams", "every core"]
+    np.testing.assert_allclose(answers["first"], lone, atol=1e-6)
+    np.testing.assert_allclose(answers["second"], lone, atol=1e-5)
+    assert engine.predict(images).shape == (16, 10) and log[-1] == "every core"  # alone again
+
+
+def test_the_plan_says_how_many_calls_run_at_once_and_the_batcher_has_a_thread_for_each(bundled_repository: Path):
+    import threading
+
+    import tensorflow as tf
+
+    from service.hosting.planner import plan_serving
+
+    version = bundled_repository / "lenet5" / "1"
+    saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
+    _, plan, _ = plan_serving(saved_model, card, PlanOptions(runtime="tensorflow", precision="fp32", max_batch_size=8))
+    assert plan.concurrent_calls == 1  # a TensorFlow call already spreads over every core
+    if pytest.importorskip("openvino"):
+        _, plan, _ = plan_serving(saved_model, card, PlanOptions(runtime="openvino", precision="fp32",
+                                                                 max_batch_size=8, concurrent_calls=3))  # fmt: skip
+        assert plan.concurrent_calls == 3
+    with _app(bundled_repository, "lenet5", runtime="openvino", precision="fp32", max_concurrent_batches=2) as client:
+        served = client.get("/api/v1/models/lenet5").json()["serving"]
+        threads = [t.name for t in threading.enumerate() if t.name.startswith("batch-lenet5:1-")]
+    assert served["concurrent_calls"] == 2 and len(threads) == 2

@@ -46,7 +46,11 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(64, ge=1, le=4096, description="Most images the batcher runs in one model call.")
     max_concurrent_batches: int = Field(
-        1, ge=1, le=16, description="Model calls in flight at once per model version (each a thread of its own)."
+        0,
+        ge=0,
+        le=16,
+        description="Model calls in flight at once per model version, each a thread of its own "
+        "(0: as many as the served engine runs well at once: OpenVINO's streams for the cores, 1 for TensorFlow).",
     )
     max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill up.")
     max_queue_images: int = Field(2048, ge=1, description="Images waiting per model before new requests get 503.")

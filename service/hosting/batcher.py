@@ -17,8 +17,10 @@ beyond the model. A request that arrives meanwhile waits for that call, as it wo
 anyway; under load the batcher is never idle and every call runs in its threads.
 
 Waiting policy: an idle thread starts at once with whatever is queued, so an idle server adds no
-batching delay. Only when the previous call merged several requests (the server is under load) does it
-wait up to ``max_wait`` for the batch to fill. Batches also form naturally while a call is running.
+batching delay. Only when the previous call merged several requests (the server is under load) and no
+other call is running does it wait up to ``max_wait`` for the batch to fill: while another call runs,
+waiting would leave this thread's share of the cores idle. Batches also form naturally while a call is
+running.
 
 With tracing on (:mod:`service.core.tracing`), each model call is a span of its own (batch size, padding,
 requests, engine) linked to the waiting span of every request in it, and each of those links back.
@@ -326,7 +328,7 @@ class Batcher:
                     self._lock.wait()
                 if self._stopped:
                     return
-                if self._last_batch_requests > 1 and self.max_wait_s > 0:
+                if self._last_batch_requests > 1 and self.max_wait_s > 0 and not self._running:
                     self._wait_for_fill()
                 batch, expired, popped = _pop_batch(self._queue, self.max_batch_size, self.queue_timeout_s)
                 self._queued_images -= popped

@@ -62,12 +62,13 @@ class PlanOptions:
     max_batch_size: int = 64
     batch_buckets: tuple[int, ...] | None = None  # None: measured
     threads: int = 0
+    concurrent_calls: int = 0  # 0: as many as the chosen engine runs well at once
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlanOptions:
         buckets = None if settings.batch_buckets is None else tuple(settings.batch_buckets)
         return cls(settings.runtime, settings.precision, settings.max_accuracy_drop, settings.max_batch_size, buckets,
-                   settings.inference_threads)  # fmt: skip
+                   settings.inference_threads, settings.max_concurrent_batches)  # fmt: skip
 
 
 class CandidateTiming(BaseModel):
@@ -96,6 +97,7 @@ class ServingPlan(BaseModel):
     chosen_by: Literal["fastest", "only candidate"]
     buckets: list[int] = Field(description="Batch sizes smaller batches are padded up to.")
     buckets_from: Literal["measured", "CNN_BATCH_BUCKETS"]
+    concurrent_calls: int = Field(description="Model calls in flight at once (the batcher's threads).")
     device: str
     timings: list[CandidateTiming]
     refused: list[Refusal] = Field(description="Ways not used: unsupported here, or over the accuracy gate.")
@@ -269,6 +271,8 @@ def plan_serving(saved_model: Any, card: ModelCard, options: PlanOptions) -> tup
     else:
         buckets = sorted(options.batch_buckets)
         targets = pad_targets(options.max_batch_size, buckets, None)
+    warm_up = [np.zeros((size, *card.input_shape), np.float32) for size in sizes]
+    calls = built[best].allow_concurrent_calls(options.concurrent_calls, warm_up)
     plan = ServingPlan(
         runtime=chosen.runtime,
         precision=chosen.precision,
@@ -277,6 +281,7 @@ def plan_serving(saved_model: Any, card: ModelCard, options: PlanOptions) -> tup
         chosen_by="fastest" if len(built) > 1 else "only candidate",
         buckets=buckets,
         buckets_from="measured" if options.batch_buckets is None else "CNN_BATCH_BUCKETS",
+        concurrent_calls=calls,
         device=engines.device_name(),
         timings=timings,
         refused=refused,
@@ -299,4 +304,5 @@ def describe(label: str, plan: ServingPlan) -> str:
         for t in plan.timings
     )
     return (f"model {label} serves on {plan.runtime}/{plan.precision} ({plan.chosen_by}, accuracy {accuracy}) "
-            f"on {plan.device}; padding to {plan.buckets or 'none'}; call ms by batch size: {rows}")  # fmt: skip
+            f"on {plan.device}, {plan.concurrent_calls} call(s) at once; padding to {plan.buckets or 'none'}; "
+            f"call ms by batch size: {rows}")  # fmt: skip
