@@ -190,41 +190,41 @@ def test_after_a_merged_batch_the_next_one_waits_to_fill():
     assert after_single < 0.3, after_single
 
 
-def test_while_another_call_runs_a_free_thread_does_not_wait_to_fill():
-    """With two batch threads, a thread that finds requests queued while the other thread's call runs
-    starts at once, even under load: waiting would leave its share of the cores idle."""
+def test_beside_a_running_call_another_starts_once_a_quarter_batch_is_queued_and_without_waiting():
+    """With two batch threads, a lone request queued while a call runs waits (calls of a few images cost
+    more per image); once a quarter of a full batch is queued, the free thread starts at once, even
+    under load, without waiting for the batch to fill."""
     calls: list[int] = []
-    holds = [threading.Event(), threading.Event()]  # the first two calls wait for these
+    hold = threading.Event()  # the first call waits for it
 
     def run(batch: np.ndarray) -> np.ndarray:
-        index = len(calls)
         calls.append(len(batch))
-        if index < len(holds):
-            holds[index].wait(5)
+        if len(calls) == 1:
+            hold.wait(5)
         return batch[:, 0, 0]
 
-    async def scenario() -> float:
+    async def scenario() -> tuple[bool, float]:
         batcher = make_batcher(run, max_batch_size=8, max_wait_s=0.4, max_concurrent_batches=2)
         batcher.start()
-        held = [asyncio.ensure_future(batcher.submit(images(0)))]
+        held = asyncio.ensure_future(batcher.submit(images(0)))
         await asyncio.sleep(0.05)
-        held.append(asyncio.ensure_future(batcher.submit(images(1))))  # both threads now busy
-        await asyncio.sleep(0.05)
-        merged = [asyncio.ensure_future(batcher.submit(images(i))) for i in (2, 3)]
-        await asyncio.sleep(0.05)
-        holds[0].set()  # the first thread merges the two queued requests: the server is under load
-        await asyncio.gather(held[0], *merged)
-        started = time.perf_counter()
-        await batcher.submit(images(4))  # the second call still runs
+        lone = asyncio.ensure_future(batcher.submit(images(1)))
+        await asyncio.sleep(0.1)
+        waited = not lone.done()  # one image is under a quarter of 8
+        await batcher.submit(images(2))  # two are a quarter: both run now, beside the held call
+        assert lone.done() and not held.done()
+        started = time.perf_counter()  # the last call merged two requests: the server is under load
+        await asyncio.gather(batcher.submit(images(3)), batcher.submit(images(4)))
         elapsed = time.perf_counter() - started
-        holds[1].set()
-        await held[1]
+        assert not held.done()
+        hold.set()
+        await held
         await batcher.drain(1)
-        return elapsed
+        return waited, elapsed
 
-    elapsed = asyncio.run(scenario())
-    assert calls == [1, 1, 2, 1]
-    assert elapsed < 0.3, elapsed
+    waited, elapsed = asyncio.run(scenario())
+    assert waited and calls == [1, 2, 2]
+    assert elapsed < 0.3, elapsed  # no max_wait (0.4 s) for the batch to fill
 
 
 def test_bucket_padding_returns_each_request_exactly_its_own_rows():
@@ -330,6 +330,8 @@ def test_an_idle_batcher_runs_a_lone_image_on_the_event_loop_only_when_calls_are
             for i in range(3):  # one at a time: the batcher is idle before each
                 assert (await batcher.submit(images(i))).item() == i
             await asyncio.gather(*(batcher.submit(images(i)) for i in range(6)))  # queued together
+            for i in range(2):  # one at a time again, after a merged call: under load, then not
+                assert (await batcher.submit(images(i))).item() == i
             await batcher.drain(1)
 
         asyncio.run(requests())
@@ -337,9 +339,11 @@ def test_an_idle_batcher_runs_a_lone_image_on_the_event_loop_only_when_calls_are
 
     fast = scenario(0.0)
     # The first call is timed in a batch thread; the next lone ones run on the event loop; requests
-    # that come together are batched by the threads.
+    # that come together are batched by the threads; right after that merged call the server counts as
+    # under load, and a lone request runs in a thread too; after that one, on the event loop again.
     assert fast[0].startswith("batch-") and fast[1:3] == ["MainThread", "MainThread"]
-    assert len(fast) == 4 and fast[3].startswith("batch-")
+    assert len(fast) == 6 and fast[3].startswith("batch-") and fast[4].startswith("batch-")
+    assert fast[5] == "MainThread"
     slow = scenario(0.02)  # over the 5 ms the event loop may be held
     assert all(name.startswith("batch-") for name in slow)
 

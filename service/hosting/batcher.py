@@ -14,13 +14,18 @@ itself when the model's one-image calls take under ``_INLINE_MAX_CALL_S`` (timed
 the model is free, so the call starts at once either way, and the two thread hand-offs it saves (each a
 wake-up of another thread, about 0.1 ms on a virtual machine) are most of what a single request costs
 beyond the model. A request that arrives meanwhile waits for that call, as it would wait for the model
-anyway; under load the batcher is never idle and every call runs in its threads.
+anyway. Under load (the last call merged several requests) every call runs in the batch threads, even
+when the queue happens to be empty as a request comes: with several batch threads, or requests that
+arrive one per event-loop turn (gRPC), that happens often, and each call made there would stop the event
+loop for its length.
 
 Waiting policy: an idle thread starts at once with whatever is queued, so an idle server adds no
 batching delay. Only when the previous call merged several requests (the server is under load) and no
-other call is running does it wait up to ``max_wait`` for the batch to fill: while another call runs,
-waiting would leave this thread's share of the cores idle. Batches also form naturally while a call is
-running.
+other call is running does it wait up to ``max_wait`` for the batch to fill. Batches also form naturally
+while a call is running. With several threads, a call starts beside a running one only once a quarter of
+a full batch is queued, and then at once: calls of a few images each cost more per image than one call
+of them all (measured on 2 cores, one-image gRPC calls arriving one at a time: batches of 3 images and
+about 10% fewer images per second), while waiting for a full batch would leave a share of the cores idle.
 
 With tracing on (:mod:`service.core.tracing`), each model call is a span of its own (batch size, padding,
 requests, engine) linked to the waiting span of every request in it, and each of those links back.
@@ -57,6 +62,8 @@ logger = logging.getLogger(__name__)
 # calls take less than this (the longest the event loop is held).
 _INLINE_IMAGES = 1
 _INLINE_MAX_CALL_S = 0.005
+# While a call runs, another starts only with at least this share of a full batch queued (1/4).
+_OVERLAP_SHARE = 4
 
 
 @dataclass(eq=False)  # compared by identity (its images are arrays)
@@ -73,6 +80,16 @@ def _fail(items: list[_Pending], error: ServiceError) -> None:
     for item in items:
         if not item.future.done():
             item.future.set_exception(error)
+
+
+def _hand_out(batch: list[_Pending], outputs: np.ndarray) -> None:
+    """On the event loop: each request still waiting gets its rows of ``outputs``."""
+    offset = 0
+    for item in batch:
+        rows = len(item.images)
+        if not item.future.done():  # not cancelled by its caller's timeout, not failed by drain
+            item.future.set_result(outputs[offset : offset + rows])
+        offset += rows
 
 
 def _expire(future: asyncio.Future, key: str, timeout_s: float) -> None:
@@ -197,6 +214,8 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
         self._running: list[list[_Pending]] = []
+        self._calls = 0  # model calls in progress in the threads
+        self._overlap_images = max(1, max_batch_size // _OVERLAP_SHARE)
         self._last_batch_requests = 1
         self._stopped = False
         self._closing = False
@@ -249,8 +268,9 @@ class Batcher:
             self.admit(count)
             loop = asyncio.get_running_loop()
             item = _Pending(images, loop.create_future(), span=span.get_span_context() if span else None)
-            alone = not self._queue and not self._running
-            inline = alone and count <= _INLINE_IMAGES and self._call.inline_ok and not background
+            # On the event loop only when idle and not under load (see the module docstring).
+            idle = not self._queue and not self._running and self._last_batch_requests == 1
+            inline = idle and count <= _INLINE_IMAGES and self._call.inline_ok and not background
             with self._lock:
                 self._queue.append(item)
                 self._queued_images += count
@@ -299,13 +319,8 @@ class Batcher:
         if outputs is None:
             assert error is not None
             _fail(batch, error)
-            return
-        offset = 0
-        for item in batch:
-            rows = len(item.images)
-            if not item.future.done():  # not cancelled by its caller's timeout, not failed by drain
-                item.future.set_result(outputs[offset : offset + rows])
-            offset += rows
+        else:
+            _hand_out(batch, outputs)
 
     def _post(self, callback: Callable[..., None], *args: object) -> None:
         """Run ``callback(*args)`` on the event loop (from a batch thread)."""
@@ -324,24 +339,32 @@ class Batcher:
     def _serve(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._stopped:
+                while not self._stopped and (
+                    not self._queue or (self._calls and self._queued_images < self._overlap_images)
+                ):
                     self._lock.wait()
                 if self._stopped:
                     return
-                if self._last_batch_requests > 1 and self.max_wait_s > 0 and not self._running:
+                if self._last_batch_requests > 1 and self.max_wait_s > 0 and not self._calls:
                     self._wait_for_fill()
                 batch, expired, popped = _pop_batch(self._queue, self.max_batch_size, self.queue_timeout_s)
                 self._queued_images -= popped
                 if batch:
                     self._last_batch_requests = len(batch)  # read by the next batch's fill decision
                     self._running.append(batch)
+                    self._calls += 1
             self._queue_depth.set(self._queued_images)
             if expired:
                 self._queue_timeouts.inc(len(expired))
                 error = Overloaded(f"request waited over {self.queue_timeout_s:g} s in the queue")
                 self._post(_fail, expired, error)
             if batch:
-                self._execute(batch)
+                try:
+                    self._execute(batch)
+                finally:
+                    with self._lock:
+                        self._calls -= 1
+                        self._lock.notify()  # a thread waiting for enough images to overlap this call
 
     def _wait_for_fill(self) -> None:
         """Under the lock: wait until the batch is full, ``max_wait`` after its oldest request, or stop."""
