@@ -319,3 +319,21 @@ def test_a_bad_otlp_protocol_is_a_configuration_error(capsys) -> None:
     assert capsys.readouterr().err.strip() == (
         "cnn-serving: OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or grpc, not 'http/json'"
     )
+
+
+def test_what_native_code_writes_to_stderr_while_loading_goes_through_the_log(capfd, caplog) -> None:
+    """TensorFlow's C++ writes a line or two to the process's stderr as it loads, whatever its log level
+    (on a CPU where it turns oneDNN on): the server loads it inside this, so JSON logs stay JSON."""
+    import logging
+    import os
+
+    from service.core import logs
+
+    with caplog.at_level(logging.DEBUG, logger="native"), logs.native_stderr_logged("native"):
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b'{"level": "info", "message": "a log line of this process"}\n')
+    err = capfd.readouterr().err
+    assert "oneDNN" not in err and '"a log line of this process"' in err
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("native", "DEBUG", "I0000 port.cc:153] oneDNN custom operations are on.")
+    ]

@@ -279,6 +279,8 @@ def run(settings: Settings, variables: Mapping[str, str]) -> None:
     os.environ.update(variables)
     quiet_native_logs(settings)
     logs.configure(settings.log_level, settings.log_format)
+    with logs.native_stderr_logged("native"):
+        import service.app  # noqa: F401  (TensorFlow and gRPC load here, and TensorFlow's C++ may write as it does)
     config = uvicorn.Config(
         "service.app:create_app",
         factory=True,

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import sys
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -108,3 +112,28 @@ def configure(level: str, log_format: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(HUMAN_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+@contextmanager
+def native_stderr_logged(name: str) -> Iterator[None]:
+    """What native code writes straight to the process's stderr meanwhile (C++ libraries that log as they
+    load, whatever their log level setting: TensorFlow on a CPU where it turns oneDNN on) goes through the
+    logger ``name`` at debug level instead, so that every line keeps the log's format; the log's own lines
+    written meanwhile pass through as they are."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            logger = logging.getLogger(name)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if line.startswith("{"):  # a JSON log line of this process
+                    print(line, file=sys.stderr)
+                elif line.strip():
+                    logger.debug("%s", line)
