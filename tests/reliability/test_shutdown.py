@@ -20,6 +20,7 @@ from .servers import ServerProcess
 
 IMAGES_PER_REQUEST = 256  # the most one request may carry; each runs as its own model call
 BUSY_FOR_S = 2.0  # about how long the server should still be busy when SIGTERM arrives
+MAX_IN_FLIGHT = 32
 PROBE_INTERVAL_S = 0.05
 
 
@@ -51,12 +52,13 @@ def _probe(server: ServerProcess) -> str:
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
     spawn_server: Callable[..., ServerProcess], model_repository: Path
 ) -> None:
-    server = spawn_server(model_repository)
+    # A queue that holds every request sent (on a fast CPU they are many): this is about draining, not admission.
+    server = spawn_server(model_repository, {"CNN_MAX_QUEUE_IMAGES": str(MAX_IN_FLIGHT * IMAGES_PER_REQUEST)})
     heavy = p.v2_binary(p.valid_batch(IMAGES_PER_REQUEST))
     assert _post(server, heavy)[0] == 200  # warm-up: this batch size is traced before the clock starts
     started = time.monotonic()
     assert _post(server, heavy)[0] == 200
-    in_flight = max(4, min(32, math.ceil(BUSY_FOR_S / (time.monotonic() - started)) + 1))
+    in_flight = max(4, min(MAX_IN_FLIGHT, math.ceil(BUSY_FOR_S / (time.monotonic() - started)) + 1))
 
     with ThreadPoolExecutor(in_flight) as pool:
         requests: list[Future[tuple[int, float]]] = [pool.submit(_post, server, heavy) for _ in range(in_flight)]
