@@ -123,7 +123,14 @@ def unsupported_reason(runtime: str, precision: str) -> str | None:
 
 
 # -- the engines ---------------------------------------------------------------------------------
-class TensorFlowSignature:
+class _OneCallSpreadsOverEveryCore:
+    """TensorFlow's engines: a call already spreads over every core, so two at once only share them."""
+
+    def allow_concurrent_calls(self, calls: int, warm_up: Sequence[np.ndarray] = ()) -> int:
+        return calls or 1
+
+
+class TensorFlowSignature(_OneCallSpreadsOverEveryCore):
     """The exported ``serving_default`` signature, called eagerly."""
 
     runtime, precision = REFERENCE
@@ -137,11 +144,8 @@ class TensorFlowSignature:
 
         return self._signature(**{self._input: tf.constant(images)})[self._output].numpy()
 
-    def allow_concurrent_calls(self, calls: int, warm_up: Sequence[np.ndarray] = ()) -> int:
-        return calls or 1  # a call already spreads over every core: two only share them
 
-
-class TensorFlowMixedPrecision:
+class TensorFlowMixedPrecision(_OneCallSpreadsOverEveryCore):
     """The frozen ``serving_default`` graph in a session that rewrites it to ``precision``."""
 
     runtime = "tensorflow"
@@ -170,9 +174,6 @@ class TensorFlowMixedPrecision:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self._session.run(self._output, {self._input: images})
-
-    def allow_concurrent_calls(self, calls: int, warm_up: Sequence[np.ndarray] = ()) -> int:
-        return calls or 1  # a call already spreads over every core: two only share them
 
 
 class OpenVino:
