@@ -348,6 +348,31 @@ def test_an_idle_batcher_runs_a_lone_image_on_the_event_loop_only_when_calls_are
     assert all(name.startswith("batch-") for name in slow)
 
 
+def test_a_lone_image_runs_in_a_thread_when_another_request_came_within_a_call_of_it():
+    """Requests arriving faster than one-image calls take mean load, even when each finds the batcher
+    idle (gRPC messages arrive one per event-loop turn): the event loop must not stop for the call."""
+    calls: list[tuple[int, str]] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        calls.append((len(batch), threading.current_thread().name))
+        time.sleep(0.004 if len(batch) == 1 else 0)  # one-image calls: 4 ms, under the 5 ms limit
+        return batch[:, 0, 0]
+
+    async def requests() -> None:
+        batcher = make_batcher(run)
+        batcher.start()
+        await batcher.submit(images(0))  # timed in a thread: a one-image call takes 4 ms
+        await batcher.submit(images(1, count=2))  # two images: in a thread, at once
+        await batcher.submit(images(2))  # less than 4 ms after the last request came
+        await asyncio.sleep(0.01)
+        await batcher.submit(images(3))  # the last request came over 4 ms ago
+        await batcher.drain(1)
+
+    asyncio.run(requests())
+    assert [count for count, _ in calls] == [1, 2, 1, 1]
+    assert [name.startswith("batch-") for _, name in calls] == [True, True, True, False], calls
+
+
 def test_a_request_that_timed_out_in_the_queue_stops_counting_against_it():
     release = threading.Event()
     metrics = Metrics()

@@ -14,10 +14,12 @@ itself when the model's one-image calls take under ``_INLINE_MAX_CALL_S`` (timed
 the model is free, so the call starts at once either way, and the two thread hand-offs it saves (each a
 wake-up of another thread, about 0.1 ms on a virtual machine) are most of what a single request costs
 beyond the model. A request that arrives meanwhile waits for that call, as it would wait for the model
-anyway. Under load (the last call merged several requests) every call runs in the batch threads, even
-when the queue happens to be empty as a request comes: with several batch threads, or requests that
-arrive one per event-loop turn (gRPC), that happens often, and each call made there would stop the event
-loop for its length.
+anyway. Under load (the last call merged several requests, or the request before came less than a
+one-image call's time ago) every call runs in the batch threads, even when the queue happens to be empty
+as a request comes: with several batch threads, or requests that arrive one per event-loop turn (gRPC),
+that happens often, and each call made there would stop the event loop for its length (measured under
+one-image gRPC load on 2 cores: the event loop spent 14% of its time in such calls, and without them
+the server answered about 5% more images per second).
 
 Waiting policy: an idle thread starts at once with whatever is queued, so an idle server adds no
 batching delay. Only when the previous call merged several requests (the server is under load) and no
@@ -43,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -136,7 +139,7 @@ class _ModelCalls:
         self._batch_requests = metrics.batch_requests.labels(key)
         self._inference_seconds = metrics.inference.labels(key)
         self._padded = metrics.padded.labels(key)
-        self.inline_ok = False  # the last one-image call took under _INLINE_MAX_CALL_S
+        self.one_image_s = math.inf  # how long the last one-image call took
 
     def __call__(self, inputs: np.ndarray, batch: list[_Pending]) -> np.ndarray | None:
         """One model call on ``inputs`` (``batch``'s images, padded to its bucket); ``None`` when it fails
@@ -163,7 +166,7 @@ class _ModelCalls:
             elapsed = time.perf_counter() - started
             self._inference_seconds.observe(elapsed)
             if target == 1:
-                self.inline_ok = elapsed < _INLINE_MAX_CALL_S
+                self.one_image_s = elapsed
         if span is not None:
             span.end()
         return outputs[:count]
@@ -217,6 +220,7 @@ class Batcher:
         self._calls = 0  # model calls in progress in the threads
         self._overlap_images = max(1, max_batch_size // _OVERLAP_SHARE)
         self._last_batch_requests = 1
+        self._last_submit = -math.inf  # when the last request came (the event loop's clock)
         self._stopped = False
         self._closing = False
         self._live_threads = 0  # batch threads not yet returned (read on every request: cheaper than is_alive)
@@ -227,7 +231,7 @@ class Batcher:
         self._loop = asyncio.get_running_loop()
         self._live_threads = self._slots
         for index in range(self._slots):
-            threading.Thread(target=self._work, name=f"batch-{self.key}-{index}", daemon=True).start()
+            threading.Thread(target=self._serve, name=f"batch-{self.key}-{index}", daemon=True).start()
 
     @property
     def alive(self) -> bool:
@@ -269,8 +273,10 @@ class Batcher:
             loop = asyncio.get_running_loop()
             item = _Pending(images, loop.create_future(), span=span.get_span_context() if span else None)
             # On the event loop only when idle and not under load (see the module docstring).
-            idle = not self._queue and not self._running and self._last_batch_requests == 1
-            inline = idle and count <= _INLINE_IMAGES and self._call.inline_ok and not background
+            now, call_s = loop.time(), self._call.one_image_s
+            quiet, self._last_submit = now - self._last_submit > call_s and self._last_batch_requests == 1, now
+            idle = quiet and not self._queue and not self._running and call_s < _INLINE_MAX_CALL_S
+            inline = idle and count <= _INLINE_IMAGES and not background
             with self._lock:
                 self._queue.append(item)
                 self._queued_images += count
@@ -329,42 +335,39 @@ class Batcher:
             self._loop.call_soon_threadsafe(callback, *args)
 
     # -- the batch threads -------------------------------------------------------------------------
-    def _work(self) -> None:
+    def _serve(self) -> None:
         try:
-            self._serve()
+            while True:
+                with self._lock:
+                    while not self._stopped and (
+                        not self._queue or (self._calls and self._queued_images < self._overlap_images)
+                    ):
+                        self._lock.wait()
+                    if self._stopped:
+                        return
+                    if self._last_batch_requests > 1 and self.max_wait_s > 0 and not self._calls:
+                        self._wait_for_fill()
+                    batch, expired, popped = _pop_batch(self._queue, self.max_batch_size, self.queue_timeout_s)
+                    self._queued_images -= popped
+                    if batch:
+                        self._last_batch_requests = len(batch)  # read by the next batch's fill decision
+                        self._running.append(batch)
+                        self._calls += 1
+                self._queue_depth.set(self._queued_images)
+                if expired:
+                    self._queue_timeouts.inc(len(expired))
+                    error = Overloaded(f"request waited over {self.queue_timeout_s:g} s in the queue")
+                    self._post(_fail, expired, error)
+                if batch:
+                    try:
+                        self._execute(batch)
+                    finally:
+                        with self._lock:
+                            self._calls -= 1
+                            self._lock.notify()  # a thread waiting for enough images to overlap this call
         finally:  # returned when stopped, or died of an error (logged by threading's excepthook)
             with self._lock:
                 self._live_threads -= 1
-
-    def _serve(self) -> None:
-        while True:
-            with self._lock:
-                while not self._stopped and (
-                    not self._queue or (self._calls and self._queued_images < self._overlap_images)
-                ):
-                    self._lock.wait()
-                if self._stopped:
-                    return
-                if self._last_batch_requests > 1 and self.max_wait_s > 0 and not self._calls:
-                    self._wait_for_fill()
-                batch, expired, popped = _pop_batch(self._queue, self.max_batch_size, self.queue_timeout_s)
-                self._queued_images -= popped
-                if batch:
-                    self._last_batch_requests = len(batch)  # read by the next batch's fill decision
-                    self._running.append(batch)
-                    self._calls += 1
-            self._queue_depth.set(self._queued_images)
-            if expired:
-                self._queue_timeouts.inc(len(expired))
-                error = Overloaded(f"request waited over {self.queue_timeout_s:g} s in the queue")
-                self._post(_fail, expired, error)
-            if batch:
-                try:
-                    self._execute(batch)
-                finally:
-                    with self._lock:
-                        self._calls -= 1
-                        self._lock.notify()  # a thread waiting for enough images to overlap this call
 
     def _wait_for_fill(self) -> None:
         """Under the lock: wait until the batch is full, ``max_wait`` after its oldest request, or stop."""
