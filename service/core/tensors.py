@@ -227,9 +227,12 @@ def numeric_json_array(text: bytes) -> np.ndarray | None:
     if not floating and _WIDE_INTEGER.search(text):
         return None
     try:
-        values = np.array(orjson.loads(b"[" + text.translate(_BLANK_BRACKETS) + b"]"))
+        parsed = orjson.loads(b"[" + text.translate(_BLANK_BRACKETS) + b"]")
     except orjson.JSONDecodeError:  # an empty innermost list leaves ", ," behind
         return None
+    # Only numbers (the skeleton says so), floats among them: float64, as np.array makes it, without its
+    # type check per value (64 images: 1.0 ms against 1.75).
+    values = np.fromiter(parsed, np.float64, len(parsed)) if floating else np.array(parsed)
     if values.size != math.prod(shape) or values.dtype.kind not in "if":
         return None
     return values.reshape(shape)
