@@ -59,6 +59,7 @@ def version_ref(version: str | None, label: str | None) -> int | str | None:
 
 ROUTING_KEY = "x-routing-key"
 MODEL_VERSION = "x-model-version"
+_MODEL_VERSION_BYTES = MODEL_VERSION.encode()
 
 
 def request_target(
@@ -74,7 +75,8 @@ def naming_version(encode: Callable[[InferenceResult], Response]) -> Callable[[I
 
     def encode_naming_version(result: InferenceResult) -> Response:
         response = encode(result)
-        response.headers[MODEL_VERSION] = str(result.model_version)
+        # Appended as is: no encoder sets it, and a lookup through ``response.headers`` costs more.
+        response.raw_headers.append((_MODEL_VERSION_BYTES, str(result.model_version).encode()))
         return response
 
     return encode_naming_version
