@@ -162,6 +162,9 @@ BAD_REQUESTS = {
         "unknown input",
     ),
     "v2 no inputs": ("post", V2, {"json": {"inputs": []}}, 400, "inputs"),
+    "v2 data not an array": ("post", V2, v2([1, 28, 28, 1], "FP32", {"a": 1}), 400, "'data' must be a JSON array"),
+    "v2 shape not integers": ("post", V2, v2(["1", 28, 28, 1], "FP32", [0.0] * 784), 400, "shape"),
+    "v2 data with booleans": ("post", V2, v2([1, 28, 28, 1], "FP32", [True] * 784), 400, "not true or false"),
     "v2 bad binary size": (
         "post",
         V2,

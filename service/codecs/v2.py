@@ -130,7 +130,12 @@ def _json_values(text: bytes, dtype: tensors.DType) -> np.ndarray | list[Any]:
     """``data``: flat numbers straight to an array; anything else as parsed JSON, for the general path
     (nested lists, and the errors of bad values)."""
     array = tensors.flat_json_array(text, dtype)
-    return array if array is not None else orjson.loads(text)
+    if array is not None:
+        return array
+    values = orjson.loads(text)
+    if type(values) is not list:
+        raise InvalidInput(f"'data' must be a JSON array, got {type(values).__name__}")
+    return values
 
 
 def decode_infer(body: bytes, *, header_length: str | None) -> InferenceRequest:
