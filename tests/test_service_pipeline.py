@@ -106,6 +106,17 @@ def test_native_answers_are_the_documented_schema_as_pydantic_writes_it(images, 
     assert len(first["top_k"]) == top_k and first["class_id"] == int(probabilities[0].argmax())
 
 
+def test_the_v2_schema_documented_is_the_one_parsed():
+    """OpenAPI shows the pydantic models; the codec parses with their msgspec twins: the same fields."""
+    for documented, parsed in ((v2.InferRequest, v2._Request), (v2.InferInput, v2._Input),
+                               (v2.InferOutputRequest, v2._Output)):  # fmt: skip
+        assert set(documented.model_fields) == set(parsed.__struct_fields__), documented.__name__
+        required = {name for name, field in documented.model_fields.items() if field.is_required()}
+        assert required == set(
+            parsed.__struct_fields__[: len(parsed.__struct_fields__) - len(parsed.__struct_defaults__)]
+        )
+
+
 def test_codecs_import_neither_the_batcher_nor_the_model_owners():
     """The dialect modules are pure: importing them loads no inference machinery and no TensorFlow."""
     code = (

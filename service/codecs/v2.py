@@ -92,10 +92,10 @@ def _json_data(tensor: _Input) -> bytes | None:
     return None if raw in (b"", b"null") else raw
 
 
-def _binary_section(tensor: _Input, binary: bytes) -> bytes | None:
+def _binary_section(tensor: _Input, data: bytes | None, binary: bytes) -> bytes | None:
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is None:
-        if _json_data(tensor) is None:
+        if data is None:
             raise InvalidInput(f"input {tensor.name!r} has neither 'data' nor binary_data_size")
         return None
     if type(size) is not int or size < 0 or size > len(binary):  # not bool: True is an int in Python
@@ -105,13 +105,14 @@ def _binary_section(tensor: _Input, binary: bytes) -> bytes | None:
 
 def _decode_input(tensor: _Input, binary: bytes, request: InferenceRequest) -> None:
     """The request's one input (JSON ``data`` or the binary section after the header) → images or tensor."""
-    raw = _binary_section(tensor, binary)
+    data = _json_data(tensor)
+    raw = _binary_section(tensor, data, binary)
     shape = tensors.checked_shape(tensor.shape)
     if tensor.datatype == tensors.BYTES_V2:
         if raw is not None:
             blobs = tensors.length_prefixed(raw)
         else:
-            flat = np.asarray(orjson.loads(_json_data(tensor) or b"[]"), dtype=object).reshape(-1).tolist()
+            flat = np.asarray(orjson.loads(data or b"[]"), dtype=object).reshape(-1).tolist()
             if not all(isinstance(item, str) for item in flat):
                 raise InvalidInput("BYTES elements in JSON must be base64 strings of image files")
             blobs = [wire.b64decode(item, f"BYTES element {i}") for i, item in enumerate(flat)]
@@ -121,9 +122,7 @@ def _decode_input(tensor: _Input, binary: bytes, request: InferenceRequest) -> N
     dtype = tensors.BY_V2.get(tensor.datatype)
     if dtype is None:
         raise InvalidInput(f"unsupported datatype {tensor.datatype!r}; use {', '.join(tensors.BY_V2)} or BYTES")
-    request.tensor = tensors.tensor(
-        raw if raw is not None else _json_values(_json_data(tensor) or b"[]", dtype), dtype, shape
-    )
+    request.tensor = tensors.tensor(raw if raw is not None else _json_values(data or b"[]", dtype), dtype, shape)
 
 
 def _json_values(text: bytes, dtype: tensors.DType) -> np.ndarray | list[Any]:

@@ -134,6 +134,6 @@ def native_stderr_logged(name: str) -> Iterator[None]:
             logger = logging.getLogger(name)
             for line in captured.read().decode(errors="replace").splitlines():
                 if line.startswith("{"):  # a JSON log line of this process
-                    print(line, file=sys.stderr)
+                    sys.stderr.write(line + "\n")
                 elif line.strip():
                     logger.debug("%s", line)

@@ -221,8 +221,7 @@ class Batcher:
         self._overlap_images = max(1, max_batch_size // _OVERLAP_SHARE)
         self._last_batch_requests = 1
         self._last_submit = -math.inf  # when the last request came (the event loop's clock)
-        self._stopped = False
-        self._closing = False
+        self._stopped = self._closing = False  # closing: draining, no new requests; stopped: the threads end
         self._live_threads = 0  # batch threads not yet returned (read on every request: cheaper than is_alive)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -274,9 +273,10 @@ class Batcher:
             item = _Pending(images, loop.create_future(), span=span.get_span_context() if span else None)
             # On the event loop only when idle and not under load (see the module docstring).
             now, call_s = loop.time(), self._call.one_image_s
-            quiet, self._last_submit = now - self._last_submit > call_s and self._last_batch_requests == 1, now
-            idle = quiet and not self._queue and not self._running and call_s < _INLINE_MAX_CALL_S
-            inline = idle and count <= _INLINE_IMAGES and not background
+            quiet = now - self._last_submit > call_s and self._last_batch_requests == 1  # not under load
+            self._last_submit = now
+            idle = quiet and not self._queue and not self._running
+            inline = idle and call_s < _INLINE_MAX_CALL_S and count <= _INLINE_IMAGES and not background
             with self._lock:
                 self._queue.append(item)
                 self._queued_images += count
