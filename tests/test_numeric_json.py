@@ -70,7 +70,7 @@ def test_anything_else_is_handed_back_or_read_alike(values):
 @pytest.mark.parametrize(
     "text",
     [b"[]", b"[[], []]", b"[[1, 2], [3]]", b"[[1, 2], 3]", b"[1, [2]]", b"[true, 1]", b"[null]", b'["1"]', b"5",
-     b"[12345678901234567890]", b"[[[1]], [2]]"],
+     b"[12345678901234567890]", b"[[[1]], [2]]", b"[[1, 2], [3 4]]", b"[[1, 2], [3, 4]"],
 )  # fmt: skip
 def test_ragged_empty_or_non_numeric_text_is_handed_back(text):
     assert numeric_json_array(text) is None
@@ -115,7 +115,8 @@ def test_anything_else_is_handed_back_to_the_general_path_or_read_alike(values, 
 
 @pytest.mark.parametrize(
     "text",
-    [b"[]", b"[[1]]", b"[true, 1]", b"[1, false]", b"[null]", b'["1"]', b"5", b"{}", b"[1e400]", b"[NaN]"],
+    [b"[]", b"[[1]]", b"[1, [2, 3], []]", b"[true, 1]", b"[1, false]", b"[null]", b'["1"]', b'["[", 1]', b"5",
+     b"{}", b"[1e400]", b"[NaN]", b"[1, 2"],
 )  # fmt: skip
 def test_empty_nested_boolean_or_non_numeric_lists_are_handed_back(text):
     for dtype in DTYPES:
