@@ -1,4 +1,5 @@
-"""The floor: the least a Python ASGI server can spend on a v2 ``infer`` request on this machine.
+"""The floor: the least a Python server can spend on a v2 ``infer`` request on this machine, over REST
+and over gRPC.
 
 uvicorn (uvloop, httptools) and one bare ASGI callable around the service's own batcher
 (:class:`service.hosting.batcher.Batcher`, the service's default batching settings and GIL switch
@@ -6,12 +7,13 @@ interval) and the served engine (the OpenVINO model the peers serve, in the serv
 :class:`service.hosting.engines.OpenVino`, with as many calls at once as the service makes). It does only
 what the wire format needs: read the body, parse the v2 JSON (orjson) and the binary tensor (numpy),
 batch, run, and write the answer. No routing table, validation, policy headers, metrics per request,
-error mapping or version lookup: what is left between it and the service is the cost of those. The
-benchmark runs it on the one-image v2 scenarios, beside MLServer, to show how much of any gap to a target
-a serving layer written in Python can close here at all.
+error mapping or version lookup: what is left between it and the service is the cost of those. With
+``--grpc-port``, a ``grpc.aio`` server in the same event loop answers ``ModelInfer`` (raw FP32 contents in
+and out) through the same batcher, as barely. The benchmark runs it on the one-image v2 scenarios, beside
+MLServer, to show how much of any gap to a target a serving layer written in Python can close here at all.
 
 Run: ``python -m bench.floor_server --openvino-ir <model.xml> --model-dir <version dir> --precision fp32|bf16
---port <port>``;
+--port <port> [--grpc-port <port>]``;
 ``GET /metrics`` gives the batcher's metrics (the benchmark reads the mean batch size from them).
 """
 
@@ -22,11 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import orjson
 import uvicorn
 from prometheus_client import generate_latest
 from starlette.types import Receive, Scope, Send
+from tritonclient.grpc import service_pb2
 
 from contract import ModelCard
 from service.core.metrics import Metrics
@@ -42,7 +46,7 @@ class FloorApp:
     """``POST /v2/models/{model}/infer`` (one FP32 input, JSON ``data`` or binary), ``GET /metrics``;
     any other request gets an empty 200 (the readiness probe)."""
 
-    def __init__(self, ir: str, model_dir: Path, precision: str, model: str) -> None:
+    def __init__(self, ir: str, model_dir: Path, precision: str, model: str, grpc_port: int = 0) -> None:
         import openvino
 
         card, s = ModelCard.read(model_dir), Settings()
@@ -54,8 +58,10 @@ class FloorApp:
         self.model = model
         self.metrics = Metrics()
         self.batcher: Batcher | None = None
+        self.grpc_port = grpc_port
+        self.grpc: grpc.aio.Server | None = None
 
-    def _start(self) -> None:
+    async def _start(self) -> None:
         s = Settings()
         sys.setswitchinterval(s.gil_switch_interval_ms / 1000)  # as the service does while serving
         self.batcher = Batcher(
@@ -65,13 +71,37 @@ class FloorApp:
             request_timeout_s=s.request_timeout_s,
         )  # fmt: skip
         self.batcher.start()
+        if self.grpc_port:
+            self.grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", s.max_request_bytes)])
+            handler = grpc.unary_unary_rpc_method_handler(
+                self._model_infer,
+                request_deserializer=service_pb2.ModelInferRequest.FromString,
+                response_serializer=service_pb2.ModelInferResponse.SerializeToString,
+            )
+            self.grpc.add_generic_rpc_handlers(
+                [grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelInfer": handler})]
+            )
+            self.grpc.add_insecure_port(f"127.0.0.1:{self.grpc_port}")
+            await self.grpc.start()
+
+    async def _model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """``ModelInfer`` with its one input as raw FP32 contents; the answer as raw contents too."""
+        assert self.batcher is not None
+        images = np.frombuffer(request.raw_input_contents[0], "<f4").reshape(request.inputs[0].shape)
+        probabilities = await self.batcher.submit(images)
+        response = service_pb2.ModelInferResponse(model_name=self.model, model_version="1")
+        response.outputs.add(name="probabilities", datatype="FP32", shape=list(probabilities.shape))
+        response.raw_output_contents.append(np.ascontiguousarray(probabilities, "<f4").tobytes())
+        return response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await receive()  # lifespan.startup
-            self._start()
+            await self._start()
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
+            if self.grpc is not None:
+                await self.grpc.stop(1)
             await send({"type": "lifespan.shutdown.complete"})
             return
         if scope["method"] != "POST":
@@ -125,8 +155,9 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--model", default="fashion_cnn")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=0, help="also answer ModelInfer over gRPC on this port")
     args = parser.parse_args()
-    app = FloorApp(args.openvino_ir, args.model_dir, args.precision, args.model)
+    app = FloorApp(args.openvino_ir, args.model_dir, args.precision, args.model, args.grpc_port)
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", access_log=False,
                 log_level="warning")  # fmt: skip
 

@@ -77,9 +77,11 @@ def litserve_spec(model_dir: Path, model: str, ir: Path | None, engine: Engine |
 
 
 def floor_spec(model_dir: Path, model: str, ir: Path | None, engine: Engine | None) -> ServerSpec | None:
-    """The bare ASGI floor (:mod:`bench.floor_server`) on the served engine; ``None`` unless that is OpenVINO."""
+    """The bare floor (:mod:`bench.floor_server`: ASGI and gRPC) on the served engine; ``None`` unless that
+    is OpenVINO."""
     if ir is None or engine is None or engine.runtime != "openvino":
         return None
     argv = [sys.executable, "-m", "bench.floor_server", "--openvino-ir", str(ir), "--model-dir", str(model_dir),
-            "--precision", engine.precision, "--model", model, "--port", "{port}"]  # fmt: skip
+            "--precision", engine.precision, "--model", model, "--port", "{port}",
+            "--grpc-port", "{grpc_port}"]  # fmt: skip
     return ServerSpec("floor", argv, "/")

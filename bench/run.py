@@ -179,7 +179,8 @@ class Bench:
             Scenario("e", "v2_json", v2, (top,), ("served", "floor", *MLSERVERS)),
             Scenario("f", "v2_binary", v2, (top,), ("served", "floor")),
             Scenario("g", "png_raw", native, (top,), ("served",)),
-            Scenario("h", "grpc_single", "inference.GRPCInferenceService/ModelInfer", (top,), ("served", *MLSERVERS)),
+            Scenario("h", "grpc_single", "inference.GRPCInferenceService/ModelInfer", (top,),
+                     ("served", "floor", *MLSERVERS)),
             # 64 images per request as JSON.
             Scenario("i", "v2_json_batch", v2, (8,), ("served", *MLSERVERS)),
             Scenario("j", "tfserving_batch", v1, (8,), ("served",)),
@@ -728,18 +729,20 @@ def _best_mlserver(ms: list[dict[str, Any]], scenario: str, top: int) -> dict[st
 
 
 def _floor_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
-    """The bare ASGI floor (same batcher and engine, nothing else) against MLServer, and the service
-    against it: how much of the gap to the MLServer goal a Python serving layer can close here at all."""
+    """The bare floor (same batcher and engine, nothing else; ASGI, and grpc.aio) against MLServer, and the
+    service against it: how much of the gap to the MLServer goal a Python serving layer can close here at all."""
     ms, rows = results["measurements"], []
-    for scenario, protocol in (("e", "v2 JSON"), ("f", "v2 binary")):
+    for scenario, protocol, kind, peer in (("e", "v2 JSON", "ASGI", "e"), ("f", "v2 binary", "ASGI", "e"),
+                                           ("h", "gRPC ModelInfer", "gRPC", "h")):  # fmt: skip
         floor = report.find_measurement(ms, "floor", scenario, top)
         if floor is None:
             continue
-        vs_peer = _ratio(floor, _best_mlserver(ms, "e", top))
-        rows.append(target(f"{scenario}, c={top}, 1 image: bare ASGI floor {protocol} / MLServer v2 JSON", vs_peer,
+        vs_peer = _ratio(floor, _best_mlserver(ms, peer, top))
+        peer_name = "MLServer gRPC" if peer == "h" else "MLServer v2 JSON"
+        rows.append(target(f"{scenario}, c={top}, 1 image: bare {kind} floor {protocol} / {peer_name}", vs_peer,
                            "reported", None))  # fmt: skip
         served = _ratio(report.find_measurement(ms, "served", scenario, top), floor)
-        rows.append(target(f"{scenario}, c={top}, 1 image: served {protocol} / bare ASGI floor", served, "reported",
+        rows.append(target(f"{scenario}, c={top}, 1 image: served {protocol} / bare {kind} floor", served, "reported",
                            None))  # fmt: skip
     return rows
 
