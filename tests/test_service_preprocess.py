@@ -126,6 +126,26 @@ def test_tensor_to_batch_rules():
             tensor_to_batch(bad, (28, 28, 1))
 
 
+@pytest.mark.parametrize(
+    "special",
+    [0.0, -0.0, 1.0, 1e-45, np.nextafter(np.float32(1), np.float32(2)), -1e-45, -1.0, 2.0, np.inf, -np.inf, np.nan,
+     -np.nan],
+)  # fmt: skip
+def test_float_pixels_are_accepted_exactly_when_finite_and_within_0_and_1(special):
+    """The range check reads the floats' bits in one pass first; its verdict is the plain comparisons'."""
+    rng = np.random.default_rng(0)
+    for images in (1, 3):
+        values = rng.random(images * 784, dtype=np.float32)
+        values[rng.integers(values.size)] = special
+        expected = bool(np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1)
+        tensor = TensorInput(values, dtype=BY_NAME["float32"], shape=(images, 28, 28, 1))
+        if expected:
+            assert np.array_equal(tensor_to_batch(tensor, (28, 28, 1)).ravel(), values)
+        else:
+            with pytest.raises(InvalidInput, match=r"NaN or infinity|within \[0, 1\]"):
+                tensor_to_batch(tensor, (28, 28, 1))
+
+
 def test_tensor_input_counts_images_without_converting():
     assert TensorInput([[[0.0] * 28] * 28] * 3).count == 3
     assert TensorInput([0.0] * 784 * 5, shape=(5, 28, 28, 1)).count == 5

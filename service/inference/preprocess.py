@@ -29,6 +29,8 @@ _FORMATS = sorted(SUPPORTED_FORMATS)
 _BORDER_LIGHT_THRESHOLD = 127.5
 _BYTES_PER_BAND = {"I": 4, "F": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
+_ONE_BITS = int(np.float32(1.0).view(np.uint32))  # 0x3F800000
+
 
 def open_header(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
     """An encoded image with only its header read (no pixel decoded), refusing oversize or broken files."""
@@ -177,12 +179,15 @@ def _checked_batch(array: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarra
     if array.shape[0] == 0:
         raise InvalidInput("empty batch: the tensor holds no images")
     if array.dtype.kind in "ui":
-        if array.min() < 0 or array.max() > 255:
+        if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):  # uint8 holds nothing else
             raise InvalidInput("integer pixel values must be within 0–255")
         return array.astype(np.float32) / 255.0
     values = array.astype(np.float32, copy=False)
-    if not (values.min() >= 0.0 and values.max() <= 1.0):  # NaN fails both (it compares false), as do ±inf
-        if not np.isfinite(values).all():
+    # One pass for the usual case: read as unsigned integers, the floats from +0.0 to 1.0 are exactly those
+    # at most 1.0's bits (a sign bit, NaN or infinity reads larger). Anything else, -0.0 included, gets
+    # the full check.
+    if values.view(np.uint32).max() > _ONE_BITS and not (values.min() >= 0.0 and values.max() <= 1.0):
+        if not np.isfinite(values).all():  # NaN fails both comparisons above, as do ±inf
             raise InvalidInput("tensor contains NaN or infinity")
         raise InvalidInput("float pixel values must be within [0, 1]; divide 0–255 pixel values by 255")
     return values
