@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from service.core.errors import InvalidInput
 from service.core.tensors import DTYPES, DType, flat_json_array, json_array, numeric_json_array, tensor, to_array
 
-WIDEST = 10**18 - 1  # 19 digits and more are left to the general path (int64 overflow)
+INT64 = st.integers(-(2**63), 2**63 - 1)  # wider integers are left to the general path
 numbers = st.one_of(
-    st.integers(-WIDEST, WIDEST),
+    INT64,
     st.floats(allow_nan=False, allow_infinity=False),
 )
 leaves = st.one_of(numbers, st.integers(), st.booleans(), st.none(), st.text(max_size=3))
@@ -29,7 +29,7 @@ def rectangular(draw) -> list:
     kind = draw(st.sampled_from(["int", "float", "mixed"]))
     count = int(np.prod(shape))
     if kind == "int":
-        flat = draw(st.lists(st.integers(-WIDEST, WIDEST), min_size=count, max_size=count))
+        flat = draw(st.lists(INT64, min_size=count, max_size=count))
     elif kind == "float":
         flat = draw(st.lists(numbers.filter(lambda x: isinstance(x, float)), min_size=count, max_size=count))
     else:

@@ -15,7 +15,6 @@ for the model (its input shape, the 0–255 range of integer pixels, [0, 1] for 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -182,7 +181,6 @@ def _flatten_nested(data: object) -> np.ndarray:
 # What is left of a JSON array of numbers once the numbers and whitespace are deleted: its brackets and
 # commas (its skeleton).
 _NUMBER_AND_SPACE = b"0123456789.eE+- \t\r\n"
-_WIDE_INTEGER = re.compile(rb"\d{19}")  # may not fit in int64: left to the general path
 # simdjson's errors for anything but numbers of the asked kind (INCORRECT_TYPE: true, null, a string, a
 # float among integers), a number out of range (NUMBER_ERROR, NUMBER_OUT_OF_RANGE, BIGINT_ERROR), or text
 # that is not JSON.
@@ -233,8 +231,6 @@ def numeric_json_array(text: bytes) -> np.ndarray | None:
     if shape is None:
         return None
     floating = b"." in text or b"e" in text or b"E" in text
-    if not floating and _WIDE_INTEGER.search(text):
-        return None
     values = _numbers(text, floating)
     if values is None or values.size != math.prod(shape):
         return None
