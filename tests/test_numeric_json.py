@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.core.errors import InvalidInput
-from service.core.tensors import DTYPES, DType, flat_json_array, json_array, numeric_json_array, tensor, to_array
+from service.core.tensors import DTYPES, DType, flat_json_array, json_array, numeric_json_member, tensor, to_array
 
 INT64 = st.integers(-(2**63), 2**63 - 1)  # wider integers are left to the general path
 numbers = st.one_of(
@@ -35,6 +35,12 @@ def rectangular(draw) -> list:
     else:
         flat = draw(st.lists(numbers, min_size=count, max_size=count))
     return np.array(flat, dtype=object).reshape(shape).tolist()
+
+
+def numeric_json_array(text: bytes) -> np.ndarray | None:
+    """The fast reader on ``text`` as the one member of a body (TF Serving's ``instances``)."""
+    member = numeric_json_member(b'{"instances": ' + text + b"}", {"instances"}, ())
+    return None if member is None else member[1]
 
 
 def general(text: bytes) -> np.ndarray | None:
@@ -74,6 +80,58 @@ def test_anything_else_is_handed_back_or_read_alike(values):
 )  # fmt: skip
 def test_ragged_empty_or_non_numeric_text_is_handed_back(text):
     assert numeric_json_array(text) is None
+
+
+TENSORS, STRINGS = {"instances", "inputs"}, {"signature_name", "note"}
+UNICODE = st.characters(
+    exclude_categories=["Cs"], exclude_characters="\x00"
+)  # no lone surrogate, no NUL (never in a key asked for)
+
+
+def test_the_array_is_read_beside_string_or_null_members_in_any_order():
+    body = b'{"signature_name": "serving_default", "inputs": [[1.5, 2], [3, 4]], "note": null}'
+    name, array, others = numeric_json_member(body, TENSORS, STRINGS)
+    assert name == "inputs" and others == {"signature_name": "serving_default", "note": None}
+    assert same(array, np.array([[1.5, 2.0], [3.0, 4.0]]))
+    body = b'{"instances": [[1, 2]], "signature_name": "feature_maps"}'
+    name, array, others = numeric_json_member(body, TENSORS, STRINGS)
+    assert (name, others) == ("instances", {"signature_name": "feature_maps"})
+    assert same(array, np.array([[1, 2]], dtype=np.int64))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rectangular(), st.text(UNICODE), st.text(UNICODE), st.booleans())
+def test_brackets_and_quotes_in_other_members_never_change_the_array(values, key, string, before):
+    tensor_member, other = f'"inputs": {json.dumps(values)}', f"{json.dumps(key)}: {json.dumps(string)}"
+    members = [other, tensor_member] if before else [tensor_member, other]
+    body = ("{" + ", ".join(members) + "}").encode()
+    member = numeric_json_member(body, TENSORS, {key})
+    if key == "inputs":
+        assert member is None  # a repeated key
+    else:
+        assert member is not None or "[" in key + string or "]" in key + string, body
+        assert member is None or (same(member[1], general(json.dumps(values).encode())) and member[2] == {key: string})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[[1, 2]]",  # not an object
+        b'{"signature_name": "x"}',  # no tensor
+        b'{"instances": [[1]], "inputs": [[1]]}',  # two tensors
+        b'{"instances": [[1]], "instances": [[2]]}',  # a repeated key (JSON parsers differ on which wins)
+        b'{"instances": {"x": [[1]]}}',  # a named tensor
+        b'{"instances": "[[1]]"}',  # a string, not an array
+        b'{"instances": [[1]], "signature_name": 5}',  # a member neither a string nor null
+        b'{"instances": [[1]], "signature_name": ["serving_default"]}',
+        b'{"instances": [[1]], "other": "x"}',  # a key not asked for
+        b'{"instances": [[1]], "signature_name\\u0000x": "x"}',  # ... that simdjson would look up as another
+        b'{"instances": [[1], [2, 3]]}',  # ragged
+        b'{"instances": [[1]], "signature_name": "x"',  # not JSON
+    ],
+)
+def test_bodies_the_fast_reader_cannot_take_whole_are_handed_back(body):
+    assert numeric_json_member(body, TENSORS, STRINGS) is None
 
 
 # -- flat lists typed by the declared dtype (v2 JSON ``data``) ----------------------------------------------------

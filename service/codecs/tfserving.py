@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -21,7 +20,8 @@ from service.core import tensors, wire
 from service.core.errors import InvalidInput
 from service.core.request import Api, ExplainSpec, InferenceRequest, InferenceResult, Operation
 
-_KEYS = frozenset({"signature_name", "instances", "inputs"})
+_TENSOR_KEYS = frozenset({"instances", "inputs"})
+_KEYS = frozenset({"signature_name", *_TENSOR_KEYS})
 
 
 class TFServingPredictRequest(BaseModel):
@@ -35,17 +35,6 @@ class TFServingPredictRequest(BaseModel):
     signature_name: str | None = Field(None, description="serving_default (default) or feature_maps.")
     instances: list[Any] | None = Field(None, description="Row format: one entry per image.")
     inputs: Any | None = Field(None, description="Columnar format: the batch tensor, or {input_name: tensor}.")
-
-
-class _Keys(msgspec.Struct, forbid_unknown_fields=True):
-    """The body's keys, its tensor left as JSON text: only to find that text (see :func:`_numeric_payload`)."""
-
-    signature_name: str | None = None
-    instances: msgspec.Raw = msgspec.Raw()
-    inputs: msgspec.Raw = msgspec.Raw()
-
-
-_KEYS_DECODER = msgspec.json.Decoder(_Keys)
 
 
 def _is_b64(value: Any) -> bool:
@@ -94,21 +83,15 @@ def _payload(body: bytes) -> dict[str, Any]:
 
 
 def _numeric_payload(body: bytes) -> dict[str, Any] | None:
-    """The payload of a valid body whose only tensor is an array of numbers, that tensor as an array;
-    ``None`` for any other body (bad ones included: the general path words their errors)."""
-    try:
-        keys = _KEYS_DECODER.decode(body)
-    except msgspec.DecodeError:
+    """The payload of a body whose only tensor is an array of numbers, that tensor as an array; ``None`` for
+    any other body (bad ones included: the general path words their errors)."""
+    member = tensors.numeric_json_member(body, _TENSOR_KEYS, {"signature_name"})
+    if member is None:
         return None
-    if bool(keys.instances) == bool(keys.inputs):
-        return None
-    key, text = ("instances", keys.instances) if keys.instances else ("inputs", keys.inputs)
-    array = tensors.numeric_json_array(bytes(text))
-    if array is None:
-        return None
+    key, array, others = member
     payload: dict[str, Any] = {key: array}
-    if keys.signature_name is not None:
-        payload["signature_name"] = keys.signature_name
+    if others.get("signature_name") is not None:
+        payload["signature_name"] = others["signature_name"]
     return payload
 
 
