@@ -732,19 +732,23 @@ def _floor_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[
     """The bare floor (same batcher and engine, nothing else; ASGI, and grpc.aio) against MLServer, and the
     service against it: how much of the gap to the MLServer goal a Python serving layer can close here at all."""
     ms, rows = results["measurements"], []
-    for scenario, protocol, kind, peer in (("e", "v2 JSON", "ASGI", "e"), ("f", "v2 binary", "ASGI", "e"),
-                                           ("h", "gRPC ModelInfer", "gRPC", "h")):  # fmt: skip
+    for scenario, protocol, peer in _PEER_SCENARIOS:  # the floor runs some of them (floor_spec)
         floor = report.find_measurement(ms, "floor", scenario, top)
         if floor is None:
             continue
+        kind = "gRPC" if peer == "h" else "ASGI"
         vs_peer = _ratio(floor, _best_mlserver(ms, peer, top))
-        peer_name = "MLServer gRPC" if peer == "h" else "MLServer v2 JSON"
-        rows.append(target(f"{scenario}, c={top}, 1 image: bare {kind} floor {protocol} / {peer_name}", vs_peer,
-                           "reported", None))  # fmt: skip
+        rows.append(target(f"{scenario}, c={top}, 1 image: bare {kind} floor {protocol} / {_mlserver_label(peer)}",
+                           vs_peer, "reported", None))  # fmt: skip
         served = _ratio(report.find_measurement(ms, "served", scenario, top), floor)
         rows.append(target(f"{scenario}, c={top}, 1 image: served {protocol} / bare {kind} floor", served, "reported",
                            None))  # fmt: skip
     return rows
+
+
+def _mlserver_label(peer_scenario: str) -> str:
+    """The MLServer protocol a one-image scenario is compared with: its gRPC for gRPC, else its v2 JSON."""
+    return "MLServer gRPC" if peer_scenario == "h" else "MLServer v2 JSON"
 
 
 def _same_engine_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[str, Any]]:
@@ -755,7 +759,7 @@ def _same_engine_targets(results: dict[str, Any], target: Any, top: int) -> list
     goal_text = f"≥ {goal:g} ({'a CPU with BF16' if goal == 2 else 'no BF16'})"
     for scenario, protocol, peer_scenario in _PEER_SCENARIOS:
         ratio = _ratio(report.find_measurement(ms, "served", scenario, top), _best_mlserver(ms, peer_scenario, top))
-        name = f"{scenario}, c={top}, 1 image: served {protocol} / MLServer {'gRPC' if scenario == 'h' else 'v2 JSON'}"
+        name = f"{scenario}, c={top}, 1 image: served {protocol} / {_mlserver_label(peer_scenario)}"
         rows.append(target(name, ratio, goal_text, _at_least(ratio, goal)))
     engine = results.get("engine_limit")
     # A 64-image request is one model call of 64 images (the batch size limit): the engine's rate at 64.

@@ -244,10 +244,13 @@ def numeric_json_member(
         return None
     # Only known keys are looked up: simdjson's lookup reads a key up to its first NUL character.
     keys = list(document.keys())
-    found = [key for key in keys if key in names]
-    if len(found) != 1 or len(set(keys)) != len(keys) or not set(keys) <= {*names, *strings}:
-        return None  # repeated keys among them: the general path takes the last
-    name, array = found[0], document[found[0]]
+    present = set(keys)
+    found = present.intersection(names)
+    # One tensor; no key repeated (the general path takes the last) and none but those asked for.
+    if len(found) != 1 or len(present) != len(keys) or not present <= {*names, *strings}:
+        return None
+    (name,) = found
+    array = document[name]
     if type(array) is not simdjson.Array:
         return None
     others = {key: document[key] for key in keys if key != name}
