@@ -54,7 +54,8 @@ def decode_infer(message: pb.ModelInferRequest) -> InferenceRequest:
     )  # fmt: skip
     shape = tensors.checked_shape(tensor.shape)
     if raw_inputs:
-        if any(len(getattr(tensor.contents, field)) for field in _ALL_FIELDS):
+        # a contents message left unset holds nothing: looked into only when sent
+        if tensor.HasField("contents") and any(len(getattr(tensor.contents, field)) for field in _ALL_FIELDS):
             raise InvalidInput(f"input {tensor.name!r} has both typed contents and raw_input_contents")
         values = message.raw_input_contents[0]
     else:

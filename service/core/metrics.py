@@ -28,6 +28,7 @@ class Metrics:
             ["method", "route", "model"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self._request_children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self.images = Counter(
             "cnn_images_total", "Images inferred, by model and API.", ["model", "api"], registry=self.registry
         )
@@ -101,6 +102,20 @@ class Metrics:
             "cnn_model_warmup_seconds", "Time to warm a loaded version up.", ["model"],
             buckets=_LOAD_BUCKETS, registry=self.registry,
         )  # fmt: skip
+
+    def observe_request(self, method: str, route: str, model: str, status: str, seconds: float) -> None:
+        """Count one answered request (HTTP or gRPC) and its latency. The labelled children are looked up
+        once per label set (``labels`` takes a lock and builds a key); callers keep every label bounded:
+        route templates, known model names, status codes."""
+        key = (method, route, model, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(method, route, model, status),
+                self.latency.labels(method, route, model),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def forget_version(self, label: str) -> None:
         """Drop an unloaded version's per-version series (``name:version`` labels)."""

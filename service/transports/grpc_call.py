@@ -63,19 +63,21 @@ class RpcContext:
         the access line and the server span (the child of the call's ``traceparent`` metadata)."""
         started = time.perf_counter()
         code = grpc.StatusCode.OK
-        metadata = [(key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)]
+        metadata = context.invocation_metadata() or ()
         record = span = None
         if self.records:
-            found = dict(metadata)
+            found = {key: value for key, value in metadata if isinstance(value, str)}
             record = logs.open_record("grpc", "POST", found.get)
             record.route = route
             span = tracing.server_span(route, found, {"rpc.system": "grpc", "rpc.method": route})
         try:
-            check_api_key(
-                self.plane.settings.api_key,
-                [value for key, value in metadata if key == "x-api-key"],
-                [value for key, value in metadata if key == "authorization"],
-            )
+            api_key = self.plane.settings.api_key
+            if api_key:  # the lists below only then
+                check_api_key(
+                    api_key,
+                    [value for key, value in metadata if key == "x-api-key" and isinstance(value, str)],
+                    [value for key, value in metadata if key == "authorization" and isinstance(value, str)],
+                )
             async with asyncio.timeout(context.time_remaining()):
                 return await work()
         except ServiceError as exc:
@@ -94,8 +96,7 @@ class RpcContext:
         finally:
             known = model if model in self.plane.table.names else ("unknown" if model else "")
             seconds = time.perf_counter() - started
-            self.plane.metrics.requests.labels("GRPC", route, known, code.name).inc()
-            self.plane.metrics.latency.labels("GRPC", route, known).observe(seconds)
+            self.plane.metrics.observe_request("GRPC", route, known, code.name, seconds)
             if record is not None:
                 record.model = record.model or known
                 if self.access_log is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core import logs, tracing
@@ -17,9 +16,9 @@ REQUEST_ID = b"x-request-id"
 
 
 class RequestObserver:
-    """Labels never carry a raw path or an unknown model name, so a client cannot grow the label set; the
-    labelled children are looked up once per label set, not on every request. With the access log, the
-    payload log and tracing all off, a request costs a timer and two metric updates here."""
+    """Labels never carry a raw path or an unknown model name, so a client cannot grow the label set. With
+    the access log, the payload log and tracing all off, a request costs a timer and two metric updates
+    here."""
 
     def __init__(
         self, app: ASGIApp, metrics: Metrics, known_models: Callable[[], Collection[str]],
@@ -30,19 +29,6 @@ class RequestObserver:
         self.known_models = known_models
         self.access_log = access_log
         self.records = records
-        self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
-
-    def _observe(self, method: str, template: str, model: str, status: int, seconds: float) -> None:
-        key = (method, template, model, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.metrics.requests.labels(method, template, model, str(status)),
-                self.metrics.latency.labels(method, template, model),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +59,7 @@ class RequestObserver:
             name = scope.get("path_params", {}).get("name", "")
             model = name if name in self.known_models() else ("unknown" if name else "")
             seconds = time.perf_counter() - started
-            self._observe(scope["method"], template, model, status, seconds)
+            self.metrics.observe_request(scope["method"], template, model, str(status), seconds)
             if record is not None:
                 record.route, record.model = template, record.model or model
                 if span is not None:
