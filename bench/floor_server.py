@@ -2,12 +2,12 @@
 and over gRPC.
 
 uvicorn (uvloop, httptools) and one bare ASGI callable around the service's own batcher
-(:class:`service.hosting.batcher.Batcher`, the service's default batching settings and GIL switch
-interval) and the served engine (the OpenVINO model the peers serve, in the service's own engine class,
-:class:`service.hosting.engines.OpenVino`, with as many calls at once as the service makes). It does only
-what the wire format needs: read the body, parse the v2 JSON (orjson) and the binary tensor (numpy),
-batch, run, and write the answer. No routing table, validation, policy headers, metrics per request,
-error mapping or version lookup: what is left between it and the service is the cost of those. With
+(:class:`service.hosting.batcher.Batcher`, the service's default batching settings, GIL switch interval and
+thread priorities) and the served engine (the OpenVINO model the peers serve, in the service's own engine
+class, :class:`service.hosting.engines.OpenVino`, with as many calls at once as the service makes). It does
+only what the wire format needs: read the body, parse the v2 JSON (orjson) and the binary tensor (numpy),
+batch, run, and write the answer. No routing table, validation, policy headers, metrics per request, error
+mapping or version lookup: what is left between it and the service is the cost of those. With
 ``--grpc-port``, a ``grpc.aio`` server in the same event loop answers ``ModelInfer`` (raw FP32 contents in
 and out) through the same batcher, as barely. The benchmark runs it on the one-image v2 scenarios, beside
 MLServer, to show how much of any gap to a target a serving layer written in Python can close here at all.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from service.core.settings import Settings
 from service.hosting.batcher import Batcher
 from service.hosting.engines import OpenVino
 from service.hosting.planner import ladder
+from service.hosting.priority import lower_current_thread
 
 _HEADER_LENGTH = b"inference-header-content-length"
 
@@ -52,9 +54,15 @@ class FloorApp:
         card, s = ModelCard.read(model_dir), Settings()
         self.engine = OpenVino(openvino.Core().read_model(ir), card, precision)
         warm_up = [np.zeros((size, *card.input_shape), np.float32) for size in ladder(s.max_batch_size)]
-        for batch in warm_up:
-            self.engine.predict(batch)
-        self.calls = self.engine.allow_concurrent_calls(s.max_concurrent_batches, warm_up)
+
+        def prepare() -> int:  # in a thread below the event loop, as the service's loader: so are the engine's
+            lower_current_thread(s.compute_nice)
+            for batch in warm_up:
+                self.engine.predict(batch)
+            return self.engine.allow_concurrent_calls(s.max_concurrent_batches, warm_up)
+
+        with ThreadPoolExecutor(max_workers=1) as loader:
+            self.calls = loader.submit(prepare).result()
         self.model = model
         self.metrics = Metrics()
         self.batcher: Batcher | None = None
@@ -68,7 +76,7 @@ class FloorApp:
             f"{self.model}:1", self.engine.predict, self.metrics, max_batch_size=s.max_batch_size,
             max_concurrent_batches=self.calls, max_wait_s=s.max_batch_wait_ms / 1000,
             max_queue_images=s.max_queue_images, queue_timeout_s=s.queue_timeout_s,
-            request_timeout_s=s.request_timeout_s,
+            request_timeout_s=s.request_timeout_s, nice=s.compute_nice,
         )  # fmt: skip
         self.batcher.start()
         if self.grpc_port:

@@ -56,6 +56,7 @@ BAD_VALUES = {
     "batch_buckets": ("[0, 4]", "greater than or equal to 1"),
     "inference_threads": ("-2", "greater than or equal to 0"),
     "gil_switch_interval_ms": ("0", "greater than 0"),
+    "compute_nice": ("20", "less than or equal to 19"),
     "allowed_hosts": ("a b", "comma-separated"),
     "api_key": ("two words", "expected a string to match"),
     "shutdown_timeout_s": ("0", "greater than 0"),

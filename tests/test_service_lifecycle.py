@@ -6,8 +6,10 @@ file with policies and labels; the repository API. Polling is off and each test 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -125,6 +127,47 @@ def test_serving_shortens_the_gil_switch_interval_and_puts_it_back(repository: P
         assert sys.getswitchinterval() == pytest.approx(0.00025)
         assert answered_by(client) == 1
     assert sys.getswitchinterval() == before
+
+
+def _nice(thread_id: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, thread_id)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
+def test_model_threads_run_below_the_event_loop(repository: Path) -> None:
+    """The loader and the batch threads run ``compute_nice`` levels lower; the event loop's thread keeps its
+    priority."""
+    with serving(repository, compute_nice=2) as (client, _):
+        assert answered_by(client) == 1
+        loop = client.portal.call(threading.get_native_id)
+        base = _nice(loop)
+        model_threads = [t for t in threading.enumerate() if t.name.startswith(("batch-", "model-loader"))]
+        assert {t.name.split("-")[0] for t in model_threads} == {"batch", "model"}
+        assert {_nice(t.native_id) for t in model_threads} == {min(19, base + 2)}
+        assert _nice(loop) == base
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
+def test_a_lowered_thread_starts_its_threads_as_low() -> None:
+    """What an engine's threads inherit from the loader that starts them (OpenVINO's streams, TensorFlow's
+    pools); the caller's priority is untouched."""
+    from service.hosting.priority import lower_current_thread
+
+    seen: dict[str, int] = {}
+
+    def loader() -> None:
+        lower_current_thread(3)
+        seen["loader"] = _nice(threading.get_native_id())
+        child = threading.Thread(target=lambda: seen.update(child=_nice(threading.get_native_id())))
+        child.start()
+        child.join()
+
+    base = _nice(threading.get_native_id())
+    thread = threading.Thread(target=loader)
+    thread.start()
+    thread.join()
+    assert seen == {"loader": min(19, base + 3), "child": min(19, base + 3)}
+    assert _nice(threading.get_native_id()) == base
 
 
 def _write_config(path: Path, policy: dict, labels: dict) -> None:

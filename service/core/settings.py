@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         0.5, gt=0, le=100,
         description="Longest a thread holding Python's GIL keeps another waiting for it (Python's default: 5).",
     )  # fmt: skip
+    compute_nice: int = Field(
+        3, ge=0, le=19,
+        description="Nice levels below the event loop that the threads computing models run at (model loading, "
+        "batched model calls, the engines' own threads; Linux only), so that under load the loop, which reads "
+        "requests and answers them, never waits for a core; 0: the same priority.",
+    )  # fmt: skip
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host names a loopback-bound server answers besides localhost, 127.0.0.1 and ::1 (it refuses "

@@ -58,6 +58,7 @@ from opentelemetry.trace import Link, Span, SpanContext
 from service.core import tracing
 from service.core.errors import InferenceFailed, InferenceTimeout, ModelNotReady, Overloaded, ServiceError
 from service.core.metrics import Metrics
+from service.hosting.priority import lower_current_thread
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class Batcher:
         request_timeout_s: float,
         pad_targets: tuple[int, ...] = (),
         engine: str = "",
+        nice: int = 0,
     ) -> None:
         self.key = key  # "name:version", in metrics, messages and thread names
         self._call = _ModelCalls(key, run, metrics, pad_targets, engine)
@@ -212,6 +214,7 @@ class Batcher:
         self.queue_timeout_s = queue_timeout_s
         self.request_timeout_s = request_timeout_s
         self._slots = max_concurrent_batches
+        self._nice = nice  # the batch threads run this many nice levels below the event loop
         # The queue, the running batches and the stop flag are shared with the threads, under this lock.
         self._lock = threading.Condition()
         self._queue: deque[_Pending] = deque()
@@ -336,6 +339,7 @@ class Batcher:
 
     # -- the batch threads -------------------------------------------------------------------------
     def _serve(self) -> None:
+        lower_current_thread(self._nice)
         try:
             while True:
                 with self._lock:

@@ -19,6 +19,7 @@ from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.hosting import engines
 from service.hosting.planner import PlanOptions, StartupError, check_supported
+from service.hosting.priority import lower_current_thread
 from service.hosting.reconciler import Reconciler
 from service.hosting.table import ModelTable
 
@@ -39,7 +40,11 @@ class ModelHost:
         self.executor = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_feature_maps + _SPARE_THREADS, thread_name_prefix="inference"
         )
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        # The loader starts the engines' threads: they take its lower priority (see service.hosting.priority).
+        self._loader = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="model-loader",
+            initializer=lower_current_thread, initargs=(settings.compute_nice,),
+        )  # fmt: skip
         self.reconciler = Reconciler(settings, metrics, self.table, self._loader)
         self._watcher: asyncio.Task | None = None
         self._switch_interval: float | None = None  # the interpreter's, while serving tunes it

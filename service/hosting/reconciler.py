@@ -176,6 +176,7 @@ class Reconciler:
             max_queue_images=s.max_queue_images, queue_timeout_s=s.queue_timeout_s,
             request_timeout_s=s.request_timeout_s, pad_targets=loaded.pad_targets,
             engine=f"{loaded.plan.runtime}/{loaded.plan.precision}" if loaded.plan else "",
+            nice=s.compute_nice,
         )  # fmt: skip
         record.batcher.start()
         self.metrics.loads.labels(record.name, "success").inc()
