@@ -137,11 +137,13 @@ def _nice(thread_id: int) -> int:
 def test_model_threads_run_below_the_event_loop(repository: Path) -> None:
     """The loader and the batch threads run ``compute_nice`` levels lower; the event loop's thread keeps its
     priority."""
+    before = set(threading.enumerate())  # other tests' apps may leave threads of the same names
     with serving(repository, compute_nice=2) as (client, _):
         assert answered_by(client) == 1
         loop = client.portal.call(threading.get_native_id)
         base = _nice(loop)
-        model_threads = [t for t in threading.enumerate() if t.name.startswith(("batch-", "model-loader"))]
+        new = set(threading.enumerate()) - before
+        model_threads = [t for t in new if t.name.startswith(("batch-", "model-loader"))]
         assert {t.name.split("-")[0] for t in model_threads} == {"batch", "model"}
         assert {_nice(t.native_id) for t in model_threads} == {min(19, base + 2)}
         assert _nice(loop) == base

@@ -208,11 +208,8 @@ class Batcher:
         self._metrics = metrics
         self._queue_depth = metrics.queue_depth.labels(key)
         self._queue_timeouts = metrics.rejected.labels(key, "queue_timeout")
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.max_queue_images = max_queue_images
-        self.queue_timeout_s = queue_timeout_s
-        self.request_timeout_s = request_timeout_s
+        self.max_batch_size, self.max_wait_s, self.max_queue_images = max_batch_size, max_wait_s, max_queue_images
+        self.queue_timeout_s, self.request_timeout_s = queue_timeout_s, request_timeout_s
         self._slots = max_concurrent_batches
         self._nice = nice  # the batch threads run this many nice levels below the event loop
         # The queue, the running batches and the stop flag are shared with the threads, under this lock.

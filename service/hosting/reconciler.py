@@ -172,11 +172,10 @@ class Reconciler:
         record.batcher = Batcher(
             record.key, loaded.predict, self.metrics, max_batch_size=s.max_batch_size,
             max_concurrent_batches=loaded.plan.concurrent_calls if loaded.plan else 1,
-            max_wait_s=s.max_batch_wait_ms / 1000,
+            max_wait_s=s.max_batch_wait_ms / 1000, nice=s.compute_nice,
             max_queue_images=s.max_queue_images, queue_timeout_s=s.queue_timeout_s,
             request_timeout_s=s.request_timeout_s, pad_targets=loaded.pad_targets,
             engine=f"{loaded.plan.runtime}/{loaded.plan.precision}" if loaded.plan else "",
-            nice=s.compute_nice,
         )  # fmt: skip
         record.batcher.start()
         self.metrics.loads.labels(record.name, "success").inc()
