@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         3, ge=0, le=19,
         description="Nice levels below the event loop that the threads computing models run at (model loading, "
         "batched model calls, the engines' own threads; Linux only), so that under load the loop, which reads "
-        "requests and answers them, never waits for a core; 0: the same priority.",
+        "requests and answers them, is not kept waiting for a core behind them; 0: the same priority.",
     )  # fmt: skip
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
