@@ -21,7 +21,7 @@ EPOCHS ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,openvino,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,openvino,quantize,dev]'
 	$(BIN)/pip install -q --no-deps -c constraints.txt tensorflow-serving-api
 	touch $@
 
@@ -65,7 +65,7 @@ train: install
 ## throughput/latency: in-process limits vs this service vs MLServer and LitServe on its engine, and a naive server
 bench: install $(MLSERVER_STAMP)
 	$(call apt_install,$(TEST_APT) $(BENCH_APT))
-	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,openvino,dev,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,openvino,quantize,dev,bench]'
 	$(BIN)/python -m bench.run --mlserver $(MLSERVER_VENV)/bin/mlserver
 
 # MLServer pins FastAPI, Starlette and uvloop versions of its own: it gets a venv of its own.

@@ -28,6 +28,7 @@ SETTINGS = [
     ("tensorflow", "bf16"),
     ("openvino", "fp32"),
     ("openvino", "bf16"),
+    ("openvino", "int8"),
 ]
 BATCH = 250  # images per request (the service's default limit is 256)
 

@@ -12,7 +12,7 @@ mapping or version lookup: what is left between it and the service is the cost o
 and out) through the same batcher, as barely. The benchmark runs it on the one-image v2 scenarios, beside
 MLServer, to show how much of any gap to a target a serving layer written in Python can close here at all.
 
-Run: ``python -m bench.floor_server --openvino-ir <model.xml> --model-dir <version dir> --precision fp32|bf16
+Run: ``python -m bench.floor_server --openvino-ir <model.xml> --model-dir <version dir> --precision fp32|bf16|int8
 --port <port> [--grpc-port <port>]``;
 ``GET /metrics`` gives the batcher's metrics (the benchmark reads the mean batch size from them).
 """
@@ -160,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--openvino-ir", required=True, help="the OpenVINO model (.xml) the peers serve")
     parser.add_argument("--model-dir", type=Path, required=True, help="the version directory (its model card)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
     parser.add_argument("--model", default="fashion_cnn")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="also answer ModelInfer over gRPC on this port")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import threading
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import REFERENCE, SERVING_SIGNATURE, ModelCard
+from contract import INT8_MODEL, REFERENCE, SERVING_SIGNATURE, ModelCard
 from models.data import to_model_input
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,19 +43,24 @@ def load_predictor(model_dir: Path, runtime: str, precision: str) -> tuple[Predi
     from service.hosting.engines import Builder
 
     saved_model = tf.saved_model.load(str(model_dir))
-    engine = Builder(saved_model, ModelCard.read(model_dir)).build(runtime, precision)
+    engine = Builder(saved_model, ModelCard.read(model_dir), model_dir).build(runtime, precision)
     return engine.predict, engine.allow_concurrent_calls(Settings.model_fields["max_concurrent_batches"].default)
 
 
-def export_openvino_ir(model_dir: Path, xml_path: Path) -> Path:
-    """The OpenVINO model the service compiles for ``model_dir`` (converted from the loaded signature),
-    saved as IR at ``xml_path`` in float32 weights."""
+def export_openvino_ir(model_dir: Path, xml_path: Path, precision: str) -> Path:
+    """The OpenVINO model the service compiles for ``model_dir`` in ``precision``, saved as IR at ``xml_path``:
+    the version's quantized model for int8, else the loaded signature converted, in float32 weights."""
     import openvino
     import tensorflow as tf
 
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    if precision == "int8":
+        quantized = model_dir / INT8_MODEL
+        for source in (quantized, quantized.with_suffix(".bin")):
+            shutil.copyfile(source, xml_path.with_suffix(source.suffix))
+        return xml_path
     saved_model = tf.saved_model.load(str(model_dir))  # kept referenced: the signature's variables live in it
     converted = openvino.convert_model(saved_model.signatures[SERVING_SIGNATURE], share_weights=False)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
     openvino.save_model(converted, xml_path, compress_to_fp16=False)
     return xml_path
 
@@ -140,11 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per batch size")
     parser.add_argument("--runtime", default=REFERENCE[0], help="the engine's runtime (tensorflow, openvino)")
-    parser.add_argument("--precision", default=REFERENCE[1], help="the engine's precision (fp32, bf16, fp16)")
+    parser.add_argument("--precision", default=REFERENCE[1], help="the engine's precision (fp32, bf16, fp16, int8)")
     parser.add_argument("--openvino-ir", type=Path, help="also write the OpenVINO IR (.xml) the service compiles")
     args = parser.parse_args(argv)
     if args.openvino_ir:
-        export_openvino_ir(args.model, args.openvino_ir)
+        export_openvino_ir(args.model, args.openvino_ir, args.precision)
     images = to_model_input(np.load(args.images))
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     print(json.dumps(measure(args.model, images, sizes, args.seconds, (args.runtime, args.precision))))

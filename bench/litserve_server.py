@@ -1,7 +1,7 @@
 """A peer: LitServe serving the same model with batching, behind the same TF-Serving JSON route.
 
 Run: ``python -m bench.litserve_server --model <version dir> --port <port>``: the SavedModel on TensorFlow;
-with ``--openvino-ir <model.xml> --precision fp32|bf16``, that OpenVINO model compiled as the service
+with ``--openvino-ir <model.xml> --precision fp32|bf16|int8``, that OpenVINO model compiled as the service
 compiles it (the engine the service chose).
 """
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-timeout", type=float, default=0.002)
     parser.add_argument("--openvino-ir", help="serve this OpenVINO model (.xml) instead of the SavedModel")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
     args = parser.parse_args()
     api = SavedModelAPI(
         args.model, args.openvino_ir, args.precision, max_batch_size=args.max_batch_size,

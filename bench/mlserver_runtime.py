@@ -1,8 +1,8 @@
 """The same-engine peer: a Seldon MLServer custom runtime running an OpenVINO model.
 
 It runs inside MLServer's own virtual environment (``make bench`` builds it from
-``bench/mlserver-requirements.txt``), so it imports only MLServer, OpenVINO and NumPy. The benchmark
-converts the SavedModel to OpenVINO IR once (:func:`bench.engine.export_openvino_ir`) and points the model
+``bench/mlserver-constraints.txt``), so it imports only MLServer, OpenVINO and NumPy. The benchmark
+writes the OpenVINO IR the service compiles once (:func:`bench.inprocess.export_openvino_ir`) and points the model
 settings' ``uri`` at the ``.xml``; ``parameters.extra`` carries the precision and output name the
 service itself chose, so both servers run the same compiled network.
 """
@@ -17,7 +17,7 @@ from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
-_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the rest in float32
 
 
 class OpenVinoRuntime(MLModel):

@@ -3,7 +3,8 @@ the service chose for the model (its ``serving`` plan), so the comparison is of 
 
 MLServer runs from its own virtual environment (``make bench`` builds ``.venv-mlserver``) with the custom
 runtime :mod:`bench.mlserver_runtime`; both peers compile the OpenVINO IR that
-:func:`bench.inprocess.export_openvino_ir` writes from the SavedModel, with the service's settings.
+:func:`bench.inprocess.export_openvino_ir` writes (the SavedModel converted, or the version's int8 model),
+with the service's settings.
 """
 
 from __future__ import annotations

@@ -21,9 +21,11 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 # Ways to run a version: the runtime that executes it and the precision it computes in. TensorFlow in
 # float32 is the reference every other way is compared with.
 RuntimeName = Literal["tensorflow", "openvino"]
-PrecisionName = Literal["fp32", "bf16", "fp16"]
+PrecisionName = Literal["fp32", "bf16", "fp16", "int8"]
 RUNTIMES: tuple[RuntimeName, ...] = ("tensorflow", "openvino")
-PRECISIONS: tuple[PrecisionName, ...] = ("fp32", "bf16", "fp16")
+PRECISIONS: tuple[PrecisionName, ...] = ("fp32", "bf16", "fp16", "int8")
+# A version's 8-bit model: its serving signature quantized by ``python -m models.precision`` (OpenVINO IR).
+INT8_MODEL = Path("openvino_int8") / "model.xml"
 REFERENCE: tuple[RuntimeName, PrecisionName] = ("tensorflow", "fp32")
 
 

@@ -3,7 +3,8 @@
 The service serves a version in a reduced precision (or on OpenVINO) only when its card records that
 way's accuracy close enough to float32's (``CNN_MAX_ACCURACY_DROP``). The accuracy is measured here with
 the engines the service itself runs (:mod:`service.hosting.engines`), on every way this machine supports;
-records of other ways (say float16, measured on a GPU machine) are kept.
+records of other ways (say float16, measured on a GPU machine) are kept. With OpenVINO and NNCF installed
+(the ``quantize`` extra), the version is first quantized to int8 on training images (:mod:`models.quantize`).
 
 Run on existing versions: ``python -m models.precision model_repository/fashion_cnn/1 [more dirs]``;
 :mod:`models.train` calls :func:`record_precisions` on each new version before it is published.
@@ -13,15 +14,24 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from contract import PRECISIONS, REFERENCE, RUNTIMES, ModelCard, PrecisionAccuracy
 from models.data import Split, load_fashion_mnist
 from models.evaluate import evaluate
+from models.quantize import calibration_images, quantize_int8
 
 logger = logging.getLogger(__name__)
+
+
+def can_quantize() -> bool:
+    """NNCF and OpenVINO are installed (``pip install '.[quantize]'``)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("nncf", "openvino"))
 
 
 def evaluate_precisions(version_dir: Path, card: ModelCard, split: Split) -> list[PrecisionAccuracy]:
@@ -33,10 +43,12 @@ def evaluate_precisions(version_dir: Path, card: ModelCard, split: Split) -> lis
     saved_model = tf.saved_model.load(str(version_dir))
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     records = []
-    builder = engines.Builder(saved_model, card)
+    builder = engines.Builder(saved_model, card, version_dir)
     for runtime in RUNTIMES:
         for precision in PRECISIONS:
-            reason = engines.unsupported_reason(runtime, precision)
+            reason = engines.unsupported_reason(runtime, precision) or engines.missing_from_version(
+                version_dir, runtime, precision
+            )
             if reason:
                 logger.info("%s/%s not evaluated: %s", runtime, precision, reason)
                 continue
@@ -57,12 +69,21 @@ def evaluate_precisions(version_dir: Path, card: ModelCard, split: Split) -> lis
     return sorted(records, key=lambda r: ((r.runtime, r.precision) != REFERENCE, r.runtime, r.precision))
 
 
-def record_precisions(version_dir: Path, split: Split) -> ModelCard:
-    """Evaluate and write the records into the version's card (kept: records of ways not run here)."""
+def record_precisions(version_dir: Path, split: Split, calibration: np.ndarray | None = None) -> ModelCard:
+    """Write the version's int8 model from ``calibration`` images (if given, and NNCF is installed), then
+    evaluate and write the records into the version's card (kept: records of ways this machine cannot run)."""
+    from service.hosting.engines import missing_from_version
+
+    if calibration is not None and can_quantize():
+        quantize_int8(version_dir, calibration)
     card = ModelCard.read(version_dir)
     fresh = evaluate_precisions(version_dir, card, split)
     measured = {(r.runtime, r.precision) for r in fresh}
-    kept = [r for r in card.precisions if (r.runtime, r.precision) not in measured]
+    kept = [  # a record of a way whose model the version no longer has goes
+        r
+        for r in card.precisions
+        if (r.runtime, r.precision) not in measured and not missing_from_version(version_dir, r.runtime, r.precision)
+    ]
     card.precisions = [*fresh, *kept]
     card.write(version_dir)
     return card
@@ -74,10 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version_dirs", type=Path, nargs="+", help="<repository>/<model>/<version> directories")
     parser.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+    parser.add_argument("--no-quantize", action="store_true", help="keep the versions' int8 models as they are")
     args = parser.parse_args(argv)
-    test = load_fashion_mnist(args.data_dir).test
+    data = load_fashion_mnist(args.data_dir)
+    calibration = None if args.no_quantize else calibration_images(data.train)
+    if calibration is not None and not can_quantize():
+        logger.warning("NNCF is not installed (pip install '.[quantize]'): no int8 model is written")
     for version_dir in args.version_dirs:
-        card = record_precisions(version_dir, test)
+        card = record_precisions(version_dir, data.test, calibration)
         reference = card.recorded(*REFERENCE)
         for record in card.precisions:
             change = (record.accuracy - reference.accuracy) * 100 if reference else float("nan")

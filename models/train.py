@@ -24,6 +24,7 @@ from models.data import Split, load_fashion_mnist, to_model_input
 from models.evaluate import evaluate_saved_model
 from models.export import export_model, publish
 from models.precision import record_precisions
+from models.quantize import calibration_images
 from models.summary import format_table, summarize
 
 logger = logging.getLogger("models.train")
@@ -217,7 +218,8 @@ def train(args: argparse.Namespace) -> Path:
         test_accuracy=test.accuracy, test_loss=round(test.loss, 4), test_correct=test.correct, test_samples=test.samples
     )
     card.write(staged)
-    record_precisions(staged, data.test)  # accuracy per runtime and precision: what the service may serve on
+    # int8 model and accuracy per runtime and precision: what the service may serve on
+    record_precisions(staged, data.test, calibration_images(data.train))
     target = publish(staged, overwrite=args.overwrite)
     logger.info(
         "best epoch %d (val acc %.4f); test accuracy %.4f (%d/%d), loss %.4f; %.0fs; exported to %s",

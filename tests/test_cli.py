@@ -51,7 +51,7 @@ BAD_VALUES = {
     "shadow_queue_images": ("-1", "greater than or equal to 1"),
     "default_top_k": ("0", "greater than or equal to 1"),
     "runtime": ("gpu", "'auto', 'tensorflow' or 'openvino'"),
-    "precision": ("fp8", "'fp32', 'bf16' or 'fp16'"),
+    "precision": ("fp8", "'fp32', 'bf16', 'fp16' or 'int8'"),
     "max_accuracy_drop": ("-0.5", "greater than or equal to 0"),
     "batch_buckets": ("[0, 4]", "greater than or equal to 1"),
     "inference_threads": ("-2", "greater than or equal to 0"),

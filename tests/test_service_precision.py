@@ -146,7 +146,9 @@ def test_auto_reports_its_choice_everywhere_and_answers_like_float32(bundled_rep
     assert native["accuracy"] >= native["reference_accuracy"] - 0.001
     served = np.array(answer.json()["predictions"])
     assert (served.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.99
-    assert np.abs(served - expected).max() < 0.05  # reduced precision moves the last digits, not the answer
+    # bfloat16 moves the last digits, 8-bit activations a little more (int8: 0.11 at most, measured on these
+    # images); neither moves the answer
+    assert np.abs(served - expected).max() < (0.2 if native["precision"] == "int8" else 0.05)
 
 
 def test_a_runtime_that_fails_or_is_missing_leaves_the_others(bundled_repository: Path, monkeypatch):
@@ -162,7 +164,7 @@ def test_a_runtime_that_fails_or_is_missing_leaves_the_others(bundled_repository
         raise RuntimeError("device lost")
 
     monkeypatch.setattr(engines.OpenVino, "predict", broken)
-    engine, plan, targets = plan_serving(saved_model, card, PlanOptions(max_batch_size=8))
+    engine, plan, targets = plan_serving(saved_model, card, version, PlanOptions(max_batch_size=8))
     refused = {(r.runtime, r.precision): r.reason for r in plan.refused}
     assert "failed to build or run" in refused[("openvino", "fp32")] and plan.runtime == "tensorflow"
     assert engine.predict(np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 10) and len(targets) == 9
@@ -170,7 +172,9 @@ def test_a_runtime_that_fails_or_is_missing_leaves_the_others(bundled_repository
     monkeypatch.setattr(
         engines, "unsupported_reason", lambda r, p: "OpenVINO is not installed" if r == "openvino" else None
     )
-    _, plan, _ = plan_serving(saved_model, card, PlanOptions(runtime="auto", precision="fp32", max_batch_size=8))
+    _, plan, _ = plan_serving(
+        saved_model, card, version, PlanOptions(runtime="auto", precision="fp32", max_batch_size=8)
+    )
     assert (plan.runtime, plan.precision, plan.chosen_by) == ("tensorflow", "fp32", "only candidate")
     assert [(r.runtime, r.precision, r.reason) for r in plan.refused] == [
         ("openvino", "fp32", "OpenVINO is not installed")
@@ -197,7 +201,7 @@ def test_openvino_runs_a_residual_network_with_many_variables(tmp_path):
     )
     saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
     assert len(saved_model.signatures["serving_default"].variables) >= 77
-    builder = engines.Builder(saved_model, card)
+    builder = engines.Builder(saved_model, card, version)
     images = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
     reference = builder.build("tensorflow", "fp32").predict(images)
     np.testing.assert_allclose(builder.build("openvino", "fp32").predict(images), reference, atol=1e-4)
@@ -239,7 +243,7 @@ def test_openvino_runs_a_call_that_overlaps_another_on_streams_with_the_same_ans
 
     version = bundled_repository / "lenet5" / "1"
     saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
-    engine = engines.Builder(saved_model, card).build("openvino", "fp32")
+    engine = engines.Builder(saved_model, card, version).build("openvino", "fp32")
     images = np.random.default_rng(0).random((16, *card.input_shape), dtype=np.float32)
     assert engine.allow_concurrent_calls(1) == 1
     lone = engine.predict(images)
@@ -273,10 +277,12 @@ def test_the_plan_says_how_many_calls_run_at_once_and_the_batcher_has_a_thread_f
 
     version = bundled_repository / "lenet5" / "1"
     saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
-    _, plan, _ = plan_serving(saved_model, card, PlanOptions(runtime="tensorflow", precision="fp32", max_batch_size=8))
+    _, plan, _ = plan_serving(
+        saved_model, card, version, PlanOptions(runtime="tensorflow", precision="fp32", max_batch_size=8)
+    )
     assert plan.concurrent_calls == 1  # a TensorFlow call already spreads over every core
     pytest.importorskip("openvino")
-    _, plan, _ = plan_serving(saved_model, card, PlanOptions(runtime="openvino", precision="fp32",
+    _, plan, _ = plan_serving(saved_model, card, version, PlanOptions(runtime="openvino", precision="fp32",
                                                              max_batch_size=8, concurrent_calls=3))  # fmt: skip
     assert plan.concurrent_calls == 3
     earlier = set(threading.enumerate())  # batch threads of apps that other tests closed may linger
@@ -284,3 +290,33 @@ def test_the_plan_says_how_many_calls_run_at_once_and_the_batcher_has_a_thread_f
         served = client.get("/api/v1/models/lenet5").json()["serving"]
         threads = [t.name for t in set(threading.enumerate()) - earlier if t.name.startswith("batch-lenet5:1-")]
     assert served["concurrent_calls"] == 2 and len(threads) == 2
+
+
+def test_int8_runs_the_versions_quantized_model_and_is_refused_without_it(tmp_path: Path, bundled_repository: Path,
+                                                                          fashion):  # fmt: skip
+    pytest.importorskip("openvino")
+    import tensorflow as tf
+
+    from contract import INT8_MODEL
+    from service.hosting.planner import PlanError, plan_serving
+
+    version = tmp_path / "fashion_cnn" / "1"
+    shutil.copytree(bundled_repository / "fashion_cnn" / "1", version)
+    saved_model, card = tf.saved_model.load(str(version)), ModelCard.read(version)
+    images = to_model_input(fashion.test.images[:500])
+    reference = saved_model.signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy()
+
+    engine, plan, _ = plan_serving(saved_model, card, version, PlanOptions(precision="int8", max_batch_size=8))
+    assert (plan.runtime, plan.precision, plan.accuracy) == (
+        "openvino",
+        "int8",
+        card.recorded("openvino", "int8").accuracy,
+    )
+    assert "OpenVINO only" in {(r.runtime, r.precision): r.reason for r in plan.refused}[("tensorflow", "int8")]
+    answers = np.concatenate([engine.predict(images[i : i + 8]) for i in range(0, len(images), 8)])
+    assert (answers.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 0.98  # 8-bit: nearly every answer
+    assert not np.array_equal(answers, reference)  # and not the float32 model under another name
+
+    shutil.rmtree(version / INT8_MODEL.parent)
+    with pytest.raises(PlanError, match=r"openvino/int8: the version has no quantized model \(openvino_int8/model.xml"):
+        plan_serving(saved_model, card, version, PlanOptions(precision="int8", max_batch_size=8))

@@ -75,10 +75,11 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "tensorflow", "openvino"] = Field(
         "auto", description="Runtime of predictions: auto (the fastest measured at load), tensorflow or openvino."
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "auto",
         description="Precision of predictions: auto (the fastest measured that passes the accuracy "
-        "gate), fp32, bf16 (CPUs with AVX-512 BF16 or AMX) or fp16 (GPUs with tensor cores).",
+        "gate), fp32, bf16 (CPUs with AVX-512 BF16 or AMX), fp16 (GPUs with tensor cores) or int8 "
+        "(OpenVINO, a version's quantized model).",
     )
     max_accuracy_drop: float = Field(
         0.1,

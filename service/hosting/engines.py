@@ -9,6 +9,8 @@
   rewrite the feature-map and explanation graphs, which stay float32.
 - ``openvino/fp32``, ``openvino/bf16``: the loaded signature converted by OpenVINO and compiled for
   the CPU with that inference precision. OpenVINO is an optional extra; without it only TensorFlow is offered.
+- ``openvino/int8``: the version's quantized model (``openvino_int8/model.xml``, written by
+  ``python -m models.precision``): 8-bit weights and activations, its other operations in float32.
 
 Everything here imports TensorFlow or OpenVINO and runs in the loader or inference threads.
 """
@@ -19,18 +21,21 @@ import logging
 import threading
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from contract import REFERENCE, SERVING_SIGNATURE, ModelCard
+from contract import INT8_MODEL, REFERENCE, SERVING_SIGNATURE, ModelCard
 from contract.machine import cpu_flags, cpu_model
 
 logger = logging.getLogger(__name__)
 
 # The graph optimizer's mixed-precision pass per reduced precision (RewriterConfig field names).
 _REWRITE_PASS = {"bf16": "auto_mixed_precision_onednn_bfloat16", "fp16": "auto_mixed_precision"}
-_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+# int8: what the quantized model keeps in floating point runs in float32, so the accuracy recorded for it
+# holds on every CPU (bfloat16 there measured 4% faster at batch 64 on AVX-512 BF16).
+_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 _BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 # A lone call spread over every core, and its threads not pinned to cores: the event loop and the
 # decoding threads share those cores, and a pinned thread cannot move off the core one of them is on
@@ -44,7 +49,7 @@ _TENSOR_CORE_CAPABILITY = (7, 0)  # Volta and newer run float16 matrix maths on 
 
 
 def openvino_cpu_config(precision: str, streams: int | None = None) -> dict[str, Any]:
-    """How the service compiles a model for OpenVINO's CPU plugin in ``precision`` (fp32 or bf16): for a
+    """How the service compiles a model for OpenVINO's CPU plugin in ``precision`` (fp32, bf16, int8): for a
     lone call on every core, or with ``streams`` (0: as many as OpenVINO finds best here) for calls that
     overlap."""
     if streams is None:
@@ -108,12 +113,14 @@ def unsupported_reason(runtime: str, precision: str) -> str | None:
             return None
         if precision == "fp16":
             return None if _tensor_core_gpus() else "float16 needs a GPU with tensor cores (compute capability ≥ 7.0)"
+        if precision == "int8":
+            return "int8 runs on OpenVINO only (the quantized model python -m models.precision writes)"
     elif runtime == "openvino":
         try:
             core = _openvino_core()
         except ImportError:
             return "OpenVINO is not installed (pip install '.[openvino]')"
-        if precision == "fp32":
+        if precision in ("fp32", "int8"):  # int8: on any x86-64 CPU; fast with VNNI or AMX (timing decides)
             return None
         if precision == "bf16":
             capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -248,19 +255,30 @@ class OpenVino:
                     self._overlapping = False
 
 
+def missing_from_version(version_dir: Path, runtime: str, precision: str) -> str | None:
+    """What a version lacks to run ``runtime`` in ``precision`` (its quantized model); ``None``: nothing."""
+    if (runtime, precision) == ("openvino", "int8") and not (version_dir / INT8_MODEL).is_file():
+        return f"the version has no quantized model ({INT8_MODEL}; python -m models.precision writes it)"
+    return None
+
+
 class Builder:
     """Builds a version's engines; what several of them share (OpenVINO's converted model) is made once."""
 
-    def __init__(self, saved_model: Any, card: ModelCard, threads: int = 0) -> None:
-        self.saved_model, self.card, self.threads = saved_model, card, threads
+    def __init__(self, saved_model: Any, card: ModelCard, version_dir: Path, threads: int = 0) -> None:
+        self.saved_model, self.card, self.version_dir, self.threads = saved_model, card, version_dir, threads
         self._openvino_model: Any = None
 
     def build(self, runtime: str, precision: str) -> Engine:
-        """An engine for a supported ``(runtime, precision)`` (see :func:`unsupported_reason`)."""
+        """An engine for a supported ``(runtime, precision)`` (see :func:`unsupported_reason` and
+        :func:`missing_from_version`)."""
         if (runtime, precision) == REFERENCE:
             return TensorFlowSignature(self.saved_model, self.card)
         if runtime == "tensorflow":
             return TensorFlowMixedPrecision(self.saved_model, self.card, precision, self.threads)
+        if precision == "int8":
+            model = _openvino_core().read_model(self.version_dir / INT8_MODEL)
+            return OpenVino(model, self.card, precision, self.threads)
         if self._openvino_model is None:
             # Converted from the loaded signature, whose variables TensorFlow has already read: OpenVINO's
             # own SavedModel reader fails on checkpoints with many variables ("Cannot find requested

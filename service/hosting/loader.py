@@ -120,7 +120,7 @@ def load_model(path: Path, key: str, options: PlanOptions | None = None) -> Load
         loaded = time.perf_counter()
         try:
             model.engine, model.plan, model.pad_targets = plan_serving(
-                model.saved_model, model.card, options or PlanOptions()
+                model.saved_model, model.card, path, options or PlanOptions()
             )
         except PlanError as exc:
             raise LoadError(str(exc)) from None

@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -218,12 +219,18 @@ def pad_targets(max_batch_size: int, buckets: Sequence[int], call_ms: dict[int, 
 
 
 # -- the plan ----------------------------------------------------------------------------------------
-def plan_serving(saved_model: Any, card: ModelCard, options: PlanOptions) -> tuple[Any, ServingPlan, tuple[int, ...]]:
+def plan_serving(
+    saved_model: Any, card: ModelCard, version_dir: Path, options: PlanOptions
+) -> tuple[Any, ServingPlan, tuple[int, ...]]:
     """Build the candidates, time them, and return the fastest engine, the plan and its pad targets."""
     refused: list[Refusal] = []
     candidates: list[tuple[str, str]] = []
     for key in wanted(options):
-        reason = engines.unsupported_reason(*key) or gate(card, key, options.max_accuracy_drop_pp)
+        reason = (
+            engines.unsupported_reason(*key)
+            or gate(card, key, options.max_accuracy_drop_pp)
+            or engines.missing_from_version(version_dir, *key)
+        )
         if reason:
             refused.append(Refusal(runtime=key[0], precision=key[1], reason=reason))
         else:
@@ -232,7 +239,7 @@ def plan_serving(saved_model: Any, card: ModelCard, options: PlanOptions) -> tup
         raise PlanError("no runtime and precision passes the settings and the accuracy gate: "
                         + "; ".join(f"{r.runtime}/{r.precision}: {r.reason}" for r in refused))  # fmt: skip
     built = []
-    builder = engines.Builder(saved_model, card, options.threads)
+    builder = engines.Builder(saved_model, card, version_dir, options.threads)
     probe = np.zeros((2, *card.input_shape), np.float32)
     for runtime, precision in candidates:
         try:  # one runtime failing must not stop the others
