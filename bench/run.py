@@ -187,6 +187,7 @@ class Bench:
         ]  # fmt: skip
         self.engine: Engine | None = None  # what the service serves on, known once "served" has run
         self.openvino_ir: Path | None = None
+        self.shadow_copied = False  # the shadow repository holds this run's copies (shadow_env)
 
     # -- servers ---------------------------------------------------------------------------------------
     def specs(self) -> dict[str, ServerSpec]:
@@ -231,12 +232,14 @@ class Bench:
         """A repository holding the model as versions 1 and 2, and a config file whose traffic goes to 1
         while 2 shadows ``SHADOW_FRACTION`` of it (:meth:`measure_shadow` turns the shadow off and on)."""
         root = self.raw / "shadow-repository"
-        for version in (1, 2):
-            target = root / self.args.model / str(version)
-            if not target.exists():
+        if not self.shadow_copied:  # copied afresh once per run: a copy from an earlier run may be stale
+            shutil.rmtree(root / self.args.model, ignore_errors=True)
+            for version in (1, 2):
+                target = root / self.args.model / str(version)
                 shutil.copytree(self.model_dir, target)
                 card = json.loads((target / "model_card.json").read_text())
                 (target / "model_card.json").write_text(json.dumps({**card, "version": version}))
+            self.shadow_copied = True
         self.write_shadow_config(root / "models.json", shadow=True)
         return {"CNN_MODEL_REPOSITORY": str(root), "CNN_MODEL_CONFIG": str(root / "models.json"),
                 "CNN_POLL_INTERVAL_S": "0.5"}  # fmt: skip
