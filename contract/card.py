@@ -2,7 +2,8 @@
 
 A version directory ``<repository>/<name>/<version>/`` holds a SavedModel with two signatures,
 ``serving_default`` (``images`` → ``probabilities``) and ``feature_maps`` (``images`` → one output per
-layer), and a model card: the input contract, class names, metrics, training run and layer summary.
+layer), and a model card: the input contract, class names, metrics, training run, layer summary and
+test accuracy per runtime and precision; once quantized, also an int8 OpenVINO model (:data:`INT8_MODEL`).
 """
 
 from __future__ import annotations
