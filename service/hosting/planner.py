@@ -5,7 +5,8 @@ and this machine supports (:mod:`service.hosting.engines`):
 
 1. **the accuracy gate**: a way other than float32 TensorFlow is a candidate only if the model card
    records its test accuracy, no more than ``CNN_MAX_ACCURACY_DROP`` percentage points below float32
-   TensorFlow's (``python -m models.precision`` records them);
+   TensorFlow's (``python -m models.precision`` records them); int8 also needs the version's quantized
+   model (:func:`service.hosting.engines.missing_from_version`);
 2. **timing**: each candidate runs batches of 1, 2, 4, … up to ``CNN_MAX_BATCH_SIZE`` images, in turns
    (so a drift of the machine's speed hits all alike); a size's time is its fastest call
    (:func:`time_engines`);
