@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import INT8_MODEL, REFERENCE, SERVING_SIGNATURE, ModelCard
+from contract import INT8_MODEL, REFERENCE, ModelCard
 from models.data import to_model_input
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,6 +53,8 @@ def export_openvino_ir(model_dir: Path, xml_path: Path, precision: str) -> Path:
     import openvino
     import tensorflow as tf
 
+    from service.hosting.engines import convert_to_openvino
+
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     if precision == "int8":
         quantized = model_dir / INT8_MODEL
@@ -60,8 +62,7 @@ def export_openvino_ir(model_dir: Path, xml_path: Path, precision: str) -> Path:
             shutil.copyfile(source, xml_path.with_suffix(source.suffix))
         return xml_path
     saved_model = tf.saved_model.load(str(model_dir))  # kept referenced: the signature's variables live in it
-    converted = openvino.convert_model(saved_model.signatures[SERVING_SIGNATURE], share_weights=False)
-    openvino.save_model(converted, xml_path, compress_to_fp16=False)
+    openvino.save_model(convert_to_openvino(saved_model), xml_path, compress_to_fp16=False)
     return xml_path
 
 

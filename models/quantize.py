@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import INT8_MODEL, SERVING_SIGNATURE
+from contract import INT8_MODEL
 from models.data import Split, to_model_input
 
 logger = logging.getLogger(__name__)
@@ -34,9 +34,11 @@ def quantize_int8(version_dir: Path, images: np.ndarray) -> Path:
     import openvino
     import tensorflow as tf
 
+    from service.hosting.engines import convert_to_openvino
+
     started = time.perf_counter()
     saved_model = tf.saved_model.load(str(version_dir))  # kept referenced: the signature's variables live in it
-    model = openvino.convert_model(saved_model.signatures[SERVING_SIGNATURE], share_weights=False)
+    model = convert_to_openvino(saved_model)  # as the service converts it
     dataset = nncf.Dataset([image[np.newaxis] for image in images])  # one image per item, as NNCF advises
     quantized = nncf.quantize(model, dataset, subset_size=len(images))
     target = version_dir / INT8_MODEL

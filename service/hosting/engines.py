@@ -255,6 +255,16 @@ class OpenVino:
                     self._overlapping = False
 
 
+def convert_to_openvino(saved_model: Any) -> Any:
+    """The loaded SavedModel's ``serving_default`` as an OpenVINO model (float32 weights). Converted from the
+    loaded signature, whose variables TensorFlow has already read: OpenVINO's own SavedModel reader fails on
+    checkpoints with many variables ("Cannot find requested variable"; a 13-layer ResNet with batch
+    normalization has 77). Keep ``saved_model`` referenced while the result is used."""
+    import openvino
+
+    return openvino.convert_model(saved_model.signatures[SERVING_SIGNATURE], share_weights=False)
+
+
 def missing_from_version(version_dir: Path, runtime: str, precision: str) -> str | None:
     """What a version lacks to run ``runtime`` in ``precision`` (its quantized model); ``None``: nothing."""
     if (runtime, precision) == ("openvino", "int8") and not (version_dir / INT8_MODEL).is_file():
@@ -280,11 +290,5 @@ class Builder:
             model = _openvino_core().read_model(self.version_dir / INT8_MODEL)
             return OpenVino(model, self.card, precision, self.threads)
         if self._openvino_model is None:
-            # Converted from the loaded signature, whose variables TensorFlow has already read: OpenVINO's
-            # own SavedModel reader fails on checkpoints with many variables ("Cannot find requested
-            # variable"; a 13-layer ResNet with batch normalization has 77).
-            import openvino
-
-            signature = self.saved_model.signatures[SERVING_SIGNATURE]
-            self._openvino_model = openvino.convert_model(signature, share_weights=False)
+            self._openvino_model = convert_to_openvino(self.saved_model)
         return OpenVino(self._openvino_model, self.card, precision, self.threads)
