@@ -14,6 +14,7 @@ for the model (its input shape, the 0–255 range of integer pixels, [0, 1] for 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -290,6 +291,7 @@ def _rectangular_shape(skeleton: bytes) -> tuple[int, ...] | None:
     return shape if skeleton == _skeleton(shape) else None
 
 
+@functools.lru_cache(maxsize=8)  # a client sends the same shape again and again
 def _skeleton(shape: tuple[int, ...]) -> bytes:
     level = b""
     for count in reversed(shape):
