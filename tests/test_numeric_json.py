@@ -184,3 +184,18 @@ def test_empty_nested_boolean_or_non_numeric_lists_are_handed_back(text):
 def test_integers_beyond_int64_are_handed_back_when_integers_are_declared():
     uint8 = next(d for d in DTYPES if d.name == "uint8")
     assert flat_json_array(b"[1, 99999999999999999999]", uint8) is None
+
+
+def test_only_small_shapes_keep_their_skeleton_between_requests():
+    """A shape's skeleton is kept for the next request of that shape, but not a big one's: a client that sends
+    large tensors of ever new shapes cannot make the server hold megabytes."""
+    from service.core import tensors
+
+    tensors._cached_skeleton.cache_clear()
+    small = np.zeros((2, 28, 28, 1)).tolist()
+    for _ in range(3):
+        assert same(numeric_json_array(json.dumps(small).encode()), np.zeros((2, 28, 28, 1)))
+    assert tensors._cached_skeleton.cache_info()[:2] == (2, 1)  # built once, then found twice
+    big = np.zeros((tensors._CACHED_SKELETON_VALUES + 1,), np.int64)
+    assert same(numeric_json_array(json.dumps(big.tolist()).encode()), big)
+    assert tensors._cached_skeleton.cache_info().currsize == 1

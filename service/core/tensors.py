@@ -288,10 +288,20 @@ def _rectangular_shape(skeleton: bytes) -> tuple[int, ...] | None:
         dims.append(count)
         inner = length
     shape = tuple(reversed(dims))
-    return shape if skeleton == _skeleton(shape) else None
+    built = _cached_skeleton(shape) if math.prod(shape) <= _CACHED_SKELETON_VALUES else _skeleton(shape)
+    return shape if skeleton == built else None
 
 
-@functools.lru_cache(maxsize=8)  # a client sends the same shape again and again
+# A client sends the same shape again and again: the skeletons of up to this many values (64 images of 28×28
+# are 50,176) are kept, 8 of them at most (about 3 MB).
+_CACHED_SKELETON_VALUES = 1 << 17
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_skeleton(shape: tuple[int, ...]) -> bytes:
+    return _skeleton(shape)
+
+
 def _skeleton(shape: tuple[int, ...]) -> bytes:
     level = b""
     for count in reversed(shape):
