@@ -37,7 +37,7 @@ from contract import ModelCard
 from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.hosting.batcher import Batcher
-from service.hosting.engines import OpenVino
+from service.hosting.engines import OPENVINO_CPU_PRECISIONS, OpenVino
 from service.hosting.planner import ladder
 from service.hosting.priority import lower_current_thread
 
@@ -160,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--openvino-ir", required=True, help="the OpenVINO model (.xml) the peers serve")
     parser.add_argument("--model-dir", type=Path, required=True, help="the version directory (its model card)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
+    parser.add_argument("--precision", default="fp32", choices=OPENVINO_CPU_PRECISIONS)
     parser.add_argument("--model", default="fashion_cnn")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="also answer ModelInfer over gRPC on this port")

@@ -14,6 +14,8 @@ from typing import Any
 import litserve as ls
 import numpy as np
 
+from service.hosting.engines import OPENVINO_CPU_PRECISIONS, openvino_cpu_config
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -27,8 +29,6 @@ class SavedModelAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         if self.openvino_ir:
             import openvino
-
-            from service.hosting.engines import openvino_cpu_config
 
             compiled = openvino.Core().compile_model(self.openvino_ir, "CPU", openvino_cpu_config(self.precision))
             request, output = compiled.create_infer_request(), compiled.output("probabilities")
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-timeout", type=float, default=0.002)
     parser.add_argument("--openvino-ir", help="serve this OpenVINO model (.xml) instead of the SavedModel")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
+    parser.add_argument("--precision", default="fp32", choices=OPENVINO_CPU_PRECISIONS)
     args = parser.parse_args()
     api = SavedModelAPI(
         args.model, args.openvino_ir, args.precision, max_batch_size=args.max_batch_size,

@@ -36,6 +36,7 @@ _REWRITE_PASS = {"bf16": "auto_mixed_precision_onednn_bfloat16", "fp16": "auto_m
 # int8: what the quantized model keeps in floating point runs in float32, so the accuracy recorded for it
 # holds on every CPU (bfloat16 there measured 4% faster at batch 64 on AVX-512 BF16).
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+OPENVINO_CPU_PRECISIONS = tuple(_OPENVINO_PRECISION)  # what openvino_cpu_config compiles in
 _BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 # A lone call spread over every core, and its threads not pinned to cores: the event loop and the
 # decoding threads share those cores, and a pinned thread cannot move off the core one of them is on
