@@ -190,10 +190,10 @@ def test_after_a_merged_batch_the_next_one_waits_to_fill():
     assert after_single < 0.3, after_single
 
 
-def test_beside_a_running_call_another_starts_once_a_quarter_batch_is_queued_and_without_waiting():
-    """With two batch threads, a lone request queued while a call runs waits (calls of a few images cost
-    more per image); once a quarter of a full batch is queued, the free thread starts at once, even
-    under load, without waiting for the batch to fill."""
+def test_beside_a_running_call_another_starts_once_a_full_batch_is_queued_and_without_waiting():
+    """With two batch threads, requests queued while a call runs wait for it (a second call on the model's
+    other stream would run on half the cores); once a full batch is queued, the free thread starts at once,
+    even under load, without waiting for the batch to fill."""
     calls: list[int] = []
     hold = threading.Event()  # the first call waits for it
 
@@ -208,13 +208,13 @@ def test_beside_a_running_call_another_starts_once_a_quarter_batch_is_queued_and
         batcher.start()
         held = asyncio.ensure_future(batcher.submit(images(0)))
         await asyncio.sleep(0.05)
-        lone = asyncio.ensure_future(batcher.submit(images(1)))
+        lone = asyncio.ensure_future(batcher.submit(images(1, 3)))
         await asyncio.sleep(0.1)
-        waited = not lone.done()  # one image is under a quarter of 8
-        await batcher.submit(images(2))  # two are a quarter: both run now, beside the held call
+        waited = not lone.done()  # three images are under a full batch of 8
+        await batcher.submit(images(2, 5))  # eight: both run now, beside the held call
         assert lone.done() and not held.done()
         started = time.perf_counter()  # the last call merged two requests: the server is under load
-        await asyncio.gather(batcher.submit(images(3)), batcher.submit(images(4)))
+        await asyncio.gather(batcher.submit(images(3, 4)), batcher.submit(images(4, 4)))
         elapsed = time.perf_counter() - started
         assert not held.done()
         hold.set()
@@ -223,7 +223,7 @@ def test_beside_a_running_call_another_starts_once_a_quarter_batch_is_queued_and
         return waited, elapsed
 
     waited, elapsed = asyncio.run(scenario())
-    assert waited and calls == [1, 2, 2]
+    assert waited and calls == [1, 8, 8]
     assert elapsed < 0.3, elapsed  # no max_wait (0.4 s) for the batch to fill
 
 
