@@ -70,8 +70,6 @@ logger = logging.getLogger(__name__)
 # calls take less than this (the longest the event loop is held).
 _INLINE_IMAGES = 1
 _INLINE_MAX_CALL_S = 0.005
-# While a call runs, another starts only with at least this share of a full batch queued (all of it).
-_OVERLAP_SHARE = 1
 
 
 @dataclass(eq=False)  # compared by identity (its images are arrays)
@@ -250,7 +248,6 @@ class Batcher:
         self._queued_images = 0
         self._running: list[list[_Pending]] = []
         self._calls = 0  # model calls in progress in the threads
-        self._overlap_images = max(1, max_batch_size // _OVERLAP_SHARE)
         self._last_batch_requests = 1
         self._last_submit = -math.inf  # when the last request came (the event loop's clock)
         self._stopped = self._closing = False  # closing: draining, no new requests; stopped: the threads end
@@ -316,7 +313,7 @@ class Batcher:
                 if self._forming:
                     if self._queued_images >= self.max_batch_size:
                         self._filled.notify()
-                elif not inline and (not self._calls or self._queued_images >= self._overlap_images):
+                elif not inline and (not self._calls or self._queued_images >= self.max_batch_size):
                     self._lock.notify()  # a thread that can start a call, none that would go back to sleep
             if inline:  # decided once the requests that came with it have queued too
                 loop.call_soon(self._run_if_alone)
@@ -358,7 +355,7 @@ class Batcher:
             while True:
                 with self._lock:
                     while not self._stopped and (
-                        not self._queue or self._forming or (self._calls and self._queued_images < self._overlap_images)
+                        not self._queue or self._forming or (self._calls and self._queued_images < self.max_batch_size)
                     ):
                         self._lock.wait()
                     if self._stopped:
@@ -367,8 +364,8 @@ class Batcher:
                         self._wait_for_fill()
                     batch, expired, popped = _pop_batch(self._queue, self.max_batch_size, self.queue_timeout_s)
                     self._queued_images -= popped
-                    if self._queued_images >= self._overlap_images:
-                        self._lock.notify()  # enough is left to run beside this call
+                    if self._queued_images >= self.max_batch_size:
+                        self._lock.notify()  # a full batch is left: it runs beside this call
                     if batch:
                         self._last_batch_requests = len(batch)  # read by the next batch's fill decision
                         self._running.append(batch)
