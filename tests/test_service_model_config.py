@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.core.settings import Settings
-from service.hosting.model_config import ConfigError, VersionPolicy, read_config, repository_sources
+from service.hosting.model_config import ConfigError, ModelSources, VersionPolicy, read_config, repository_sources
 from service.hosting.scan import scan_versions
 
 
@@ -59,6 +59,8 @@ def test_config_file_traffic_and_shadow(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
+        ("", "is empty"),
+        (" \n", "is empty"),
         ("{", "invalid"),
         ('{"model_config_list": [{"name": "a"}]}', "base_path"),
         ('{"model_config_list": [{"name": "a", "base_path": "a"}, {"name": "a", "base_path": "b"}]}', "twice"),
@@ -86,6 +88,18 @@ def test_bad_config_files_say_what_is_wrong(tmp_path: Path, content: str, proble
         read_config(path)
     with pytest.raises(ConfigError, match="cannot be read"):
         read_config(tmp_path / "absent.json")
+
+
+def test_a_config_file_caught_mid_rewrite_keeps_the_models_served(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"model_config_list": [{"name": "a", "base_path": "a"}]}')
+    sources = ModelSources(path, tmp_path, [], VersionPolicy.parse("latest"))
+    assert [s.name for s in sources.read()[0]] == ["a"]
+    path.write_text("")  # truncated, not yet written
+    assert [s.name for s in sources.read()[0]] == ["a"]
+    path.write_text('{"model_config_list": [{"name": "bb", "base_path": "bb"}]}')
+    found, changed = sources.read()
+    assert [s.name for s in found] == ["bb"] and changed
 
 
 def test_repository_sources(tmp_path: Path) -> None:

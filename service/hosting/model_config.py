@@ -163,6 +163,8 @@ def read_config(path: Path) -> list[ModelSource]:
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8", errors="replace")
+        if not text.strip():  # a file being rewritten in place reads empty for a moment: not "serve nothing"
+            raise ConfigError(f"model config {path} is empty")
         document = json.loads(raw) if text.lstrip().startswith("{") else _tf_serving_text(path, text)
         config = ModelConfigFile.model_validate(document)
     except OSError as exc:
