@@ -106,6 +106,19 @@ def test_native_answers_are_the_documented_schema_as_pydantic_writes_it(images, 
     assert len(first["top_k"]) == top_k and first["class_id"] == int(probabilities[0].argmax())
 
 
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_tied_classes_rank_the_lower_class_id_first(top_k: int) -> None:
+    from contract import ModelCard
+    from service.core.request import InferenceResult
+
+    card = ModelCard.read(REPO_ROOT / "model_repository" / MODEL / "1")
+    probabilities = np.array([[0.05, 0.3, 0.05, 0.3, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0]], np.float32)
+    request = InferenceRequest(Api.native, Operation.classify, top_k=top_k)
+    body = native.encode_predict(InferenceResult(request, MODEL, 1, card, probabilities=probabilities)).body
+    first = json.loads(body)["predictions"][0]
+    assert first["class_id"] == 1 and [c["class_id"] for c in first["top_k"]] == [1, 3, 5][:top_k]
+
+
 def test_the_v2_schema_documented_is_the_one_parsed():
     """OpenAPI shows the pydantic models; the codec parses with their msgspec twins: the same fields."""
     for documented, parsed in ((v2.InferRequest, v2._Request), (v2.InferInput, v2._Input),

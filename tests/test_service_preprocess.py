@@ -14,6 +14,7 @@ from service.core.tensors import BY_NAME, TensorInput
 from service.inference.preprocess import (
     decode,
     fit_to_canvas,
+    has_light_background,
     images_to_batch,
     open_header,
     read_headers,
@@ -51,6 +52,20 @@ def test_aspect_preserving_resize_pads_with_black():
     out = fit_to_canvas(wide, 28, 28)
     assert out.shape == (28, 28)
     assert (out[7:21, :] > 150).all() and (out[:7, :] == 0).all() and (out[21:, :] == 0).all()
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 7), (6, 1), (2, 2), (28, 28), (5, 40)])
+def test_the_background_is_judged_by_the_mean_of_the_outermost_rows_and_columns(height: int, width: int) -> None:
+    rng = np.random.default_rng(height * 100 + width)
+    for _ in range(50):
+        pixels = rng.integers(0, 256, (height, width), dtype=np.uint8)
+        edges = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        assert has_light_background(pixels) == (edges.mean() > 127.5)
+    inside = np.full((height + 2, width + 2), 255, np.uint8)
+    inside[[0, -1]] = inside[:, [0, -1]] = 127
+    assert not has_light_background(inside)  # the border alone counts, and 127 is dark
+    inside[[0, -1]] = inside[:, [0, -1]] = 128
+    assert has_light_background(inside)
 
 
 def test_auto_polarity_inverts_light_backgrounds():

@@ -118,7 +118,7 @@ def _score(class_id: int, probabilities: np.ndarray, class_names: list[str]) -> 
 
 
 def _ranked(row: np.ndarray, class_names: list[str], k: int) -> list[dict[str, Any]]:
-    order = np.argsort(-row, kind="stable")[:k]
+    order = [int(row.argmax())] if k == 1 else np.argsort(-row, kind="stable")[:k]  # ties: the lower class first
     return [_score(int(i), row, class_names) for i in order]
 
 
