@@ -54,7 +54,9 @@ def test_aspect_preserving_resize_pads_with_black():
     assert (out[7:21, :] > 150).all() and (out[:7, :] == 0).all() and (out[21:, :] == 0).all()
 
 
-@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 7), (6, 1), (2, 2), (28, 28), (5, 40)])
+@pytest.mark.parametrize(
+    ("height", "width"), [(1, 1), (1, 7), (6, 1), (2, 2), (28, 28), (5, 40), (3, 600), (700, 2), (300, 300)]
+)
 def test_the_background_is_judged_by_the_mean_of_the_outermost_rows_and_columns(height: int, width: int) -> None:
     rng = np.random.default_rng(height * 100 + width)
     for _ in range(50):
