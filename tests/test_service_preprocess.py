@@ -19,6 +19,7 @@ from service.inference.preprocess import (
     open_header,
     read_headers,
     tensor_to_batch,
+    to_grayscale,
 )
 
 from .conftest import png_bytes
@@ -91,6 +92,20 @@ def test_formats_and_modes_decode(mode, fmt):
     image = base.convert(mode) if mode != "I;16" else Image.fromarray(np.asarray(base, np.uint16) * 256)
     array = image_to_array(encode(image, fmt), 28, 28, polarity=Polarity.auto, max_pixels=10**6)
     assert array.shape == (28, 28, 1) and array[14, 14, 0] > 0.5 and array[2, 2, 0] < 0.1
+
+
+@pytest.mark.parametrize(
+    ("values", "mode"),
+    [(np.array([[1000, 2000, 3000]], np.uint16), "I;16"), (np.array([[-7, 0, 7]], np.int32), "I"),
+     (np.array([[0.25, 0.5, 0.75]], np.float32), "F")],
+)  # fmt: skip
+def test_deep_images_are_stretched_to_eight_bits(values: np.ndarray, mode: str) -> None:
+    image = Image.fromarray(values)
+    assert image.mode == mode
+    gray = to_grayscale(image)
+    assert gray.mode == "L" and np.asarray(gray).tolist() == [[0, 127, 255]]
+    flat = to_grayscale(Image.fromarray(np.full((2, 2), values.flat[1], values.dtype)))
+    assert np.asarray(flat).tolist() == [[0, 0], [0, 0]]
 
 
 def test_transparent_background_counts_as_light():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
 
 import numpy as np
@@ -83,12 +84,18 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        if not np.isfinite(array).all():
+        # One float32 copy, stretched to 0–255 in place: a 40-megapixel image needs 160 MB once, not several
+        # float64 temporaries of 320 MB, each paid for in page faults.
+        array = np.array(image, dtype=np.float32)
+        low, high = array.min(), array.max()  # float32; NaN and ±inf show in these
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise InvalidInput("image has NaN or infinite pixel values")
-        span = array.max() - array.min()
-        scaled = (array - array.min()) / span * 255 if span else np.zeros_like(array)
-        return Image.fromarray(scaled.astype(np.uint8), mode="L")
+        array -= low
+        if high > low:
+            # high - low in float32 is what the brightest pixel now holds: it becomes exactly 1.0, then 255
+            array /= high - low
+            array *= 255
+        return Image.fromarray(array.astype(np.uint8), mode="L")
     if image.mode == "L":
         return image
     try:
