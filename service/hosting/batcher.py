@@ -313,7 +313,7 @@ class Batcher:
                 if self._forming:
                     if self._queued_images >= self.max_batch_size:
                         self._filled.notify()
-                elif not inline and (not self._calls or self._queued_images >= self.max_batch_size):
+                elif not inline and self._can_start():
                     self._lock.notify()  # a thread that can start a call, none that would go back to sleep
             if inline:  # decided once the requests that came with it have queued too
                 loop.call_soon(self._run_if_alone)
@@ -349,14 +349,18 @@ class Batcher:
             item.future.set_result(outputs)
 
     # -- the batch threads -------------------------------------------------------------------------
+    def _can_start(self) -> bool:
+        """Under the lock: whether a batch thread may start a call now. Something is queued, no thread is
+        forming a batch, and no call runs, or a full batch is queued to run beside it."""
+        full = self._queued_images >= self.max_batch_size
+        return bool(self._queue) and not self._forming and (not self._calls or full)
+
     def _serve(self) -> None:
         lower_current_thread(self._nice)
         try:
             while True:
                 with self._lock:
-                    while not self._stopped and (
-                        not self._queue or self._forming or (self._calls and self._queued_images < self.max_batch_size)
-                    ):
+                    while not self._stopped and not self._can_start():
                         self._lock.wait()
                     if self._stopped:
                         return
