@@ -163,9 +163,10 @@ def read_config(path: Path) -> list[ModelSource]:
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8", errors="replace")
-        if not text.strip():  # a file being rewritten in place reads empty for a moment: not "serve nothing"
+        stripped = text.lstrip()
+        if not stripped:  # a file being rewritten in place reads empty for a moment: not "serve nothing"
             raise ConfigError(f"model config {path} is empty")
-        document = json.loads(raw) if text.lstrip().startswith("{") else _tf_serving_text(path, text)
+        document = json.loads(raw) if stripped.startswith("{") else _tf_serving_text(path, text)
         config = ModelConfigFile.model_validate(document)
     except OSError as exc:
         raise ConfigError(f"model config {path} cannot be read: {exc.strerror}") from None
