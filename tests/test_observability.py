@@ -154,25 +154,34 @@ def test_an_error_fails_the_span_with_the_clients_message(http, traces) -> None:
 
 
 def test_requests_sharing_a_batch_link_to_its_span(server, traces) -> None:
-    """A 256-image request keeps the model busy while 8 one-image requests queue: they run as one batch."""
+    """Big requests keep the model busy while 8 one-image requests queue: they run as one batch."""
     big = np.zeros((256, 28, 28, 1), np.float32).tolist()
     headers = [traceparent() for _ in range(8)]
     answers: list[int] = []
+    clients = [httpx.Client(base_url=server.base_url, timeout=60) for _ in range(4 + len(headers))]
 
-    def send(body: dict, header: str | None = None) -> None:
-        with httpx.Client(base_url=server.base_url, timeout=60) as client:
+    def send(client: httpx.Client, body: dict, header: str | None = None) -> None:
+        with client:
             answers.append(client.post("/v1/models/fashion_cnn:predict", json=body,
                                        headers={"traceparent": header} if header else {}).status_code)  # fmt: skip
 
-    first = threading.Thread(target=send, args=({"instances": big},))
-    first.start()
-    time.sleep(0.25)  # the big request is decoded and running
-    threads = [threading.Thread(target=send, args=({"instances": IMAGE}, h[0])) for h in headers]
+    bigs = [threading.Thread(target=send, args=(client, {"instances": big})) for client in clients[:4]]
+    for thread in bigs:
+        thread.start()
+    deadline = time.monotonic() + 30
+    # Start the small ones once at least two big requests wait for the model (on any machine, time enough).
+    while metric_value(httpx.get(f"{server.base_url}/metrics").text, "cnn_queue_images") < 512:
+        assert time.monotonic() < deadline, "the big requests never queued"
+        time.sleep(0.005)
+    threads = [
+        threading.Thread(target=send, args=(c, {"instances": IMAGE}, h[0]))
+        for c, h in zip(clients[4:], headers, strict=True)
+    ]
     for thread in threads:
         thread.start()
-    for thread in [first, *threads]:
+    for thread in [*bigs, *threads]:
         thread.join()
-    assert answers == [200] * 9
+    assert answers == [200] * 12
     waits = {t: trace_of(traces, t, 1 + len(STEPS))["inference"] for _, t, _ in headers}
     batches = {link for span in waits.values() for link in span.links}
     assert len(batches) == 1, f"the 8 requests ran in {len(batches)} batches"
