@@ -199,3 +199,83 @@ def test_only_small_shapes_keep_their_skeleton_between_requests():
     big = np.zeros((tensors._CACHED_SKELETON_VALUES + 1,), np.int64)
     assert same(numeric_json_array(json.dumps(big.tolist()).encode()), big)
     assert tensors._cached_skeleton.cache_info().currsize == 1
+
+
+# -- a whole v2 infer body read by one parse (its ``data`` apart) --------------------------------------------------
+def decoded(body: bytes) -> tuple | str:
+    """What ``decode_infer`` makes of a JSON body: the request's fields and its values, or the error."""
+    from service.codecs import v2
+
+    try:
+        request = v2.decode_infer(body, header_length=None)
+        values = None if request.tensor is None else to_array(request.tensor)
+    except InvalidInput as exc:
+        return str(exc)
+    array = None if values is None else (values.dtype.str, values.shape, values.tobytes())
+    fields = (request.input_name, request.outputs, request.binary_output, request.request_id, request.images)
+    return (*fields, array)
+
+
+def general_v2(body: bytes) -> tuple | str:
+    """The same, read the general way (msgspec, then ``data``'s text)."""
+    from service.codecs import v2
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(v2, "_decode_in_one_parse", lambda header: None)
+        return decoded(body)
+
+
+def test_a_v2_body_is_read_in_one_parse_and_only_when_its_data_is_flat_numbers():
+    from service.codecs import v2
+
+    body = b'{"id": "7", "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [0, 0.5, 1, 0.25]}]}'
+    parsed, values = v2._decode_in_one_parse(body)
+    assert parsed.id == "7" and parsed.inputs[0].shape == [2, 2]
+    assert same(values, np.array([0, 0.5, 1, 0.25], np.float32))
+    assert decoded(body) == general_v2(body)
+    for data in (b"[[0, 0.5], [1, 0.25]]", b"[0, [0.5], 1, 0.25]", b'["0", 0.5, 1, 0.25]', b"[]", b"null"):
+        other = body.replace(b"[0, 0.5, 1, 0.25]", data)
+        assert v2._decode_in_one_parse(other) is None, other
+        assert decoded(other) == general_v2(other)
+
+
+V2_DATATYPES = st.sampled_from(["FP32", "FP64", "UINT8", "BYTES", "INT8", 5])
+v2_data = st.one_of(st.lists(exact, max_size=12), anything)
+v2_inputs = st.fixed_dictionaries(
+    {"name": st.one_of(st.text(max_size=3), st.integers()), "datatype": V2_DATATYPES,
+     "shape": st.one_of(st.lists(st.integers(-1, 13), max_size=3), st.lists(st.floats(0, 4), max_size=2))},
+    optional={"data": v2_data, "parameters": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), anything)),
+              "note": anything},
+)  # fmt: skip
+v2_bodies = st.fixed_dictionaries(
+    {"inputs": st.lists(v2_inputs, max_size=2)},
+    optional={"id": st.one_of(st.text(max_size=4), st.none(), st.integers()), "outputs": st.lists(
+        st.fixed_dictionaries({"name": st.text(max_size=3)}, optional={"parameters": st.dictionaries(
+            st.sampled_from(["binary_data", "x["]), anything)}), max_size=2),
+              "parameters": st.dictionaries(st.sampled_from(["binary_data_output", "y"]), anything), "extra": anything},
+)  # fmt: skip
+
+
+@st.composite
+def good_v2_bodies(draw) -> dict:
+    """Bodies of one input of flat numbers, its shape mostly fitting them, what else a client may send beside."""
+    data = draw(st.lists(exact, min_size=1, max_size=12))
+    count = len(data)
+    shape = draw(st.sampled_from([[count], [1, count], [count, 1], [count + 1], [-count]]))
+    datatype = draw(st.sampled_from(["FP32", "FP64", "UINT8"]))
+    body = {"inputs": [{"name": draw(st.text(max_size=3)), "shape": shape, "datatype": datatype, "data": data}]}
+    if draw(st.integers(0, 9)) == 0:  # data in a binary section that is not there
+        body["inputs"][0]["parameters"] = {"binary_data_size": draw(st.integers(0, 8))}
+    body.update(draw(st.fixed_dictionaries({}, optional={
+        "id": st.text(max_size=4), "parameters": st.fixed_dictionaries({"binary_data_output": st.booleans()}),
+        "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=3)}), max_size=2)})))  # fmt: skip
+    return body
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(v2_bodies, good_v2_bodies()))
+def test_every_v2_json_body_is_read_as_the_general_path_reads_it(request_body):
+    """Bodies of every kind, good or bad: the one-parse reader takes the same request or hands it back, and
+    a body it takes is refused or accepted alike."""
+    body = json.dumps(request_body).encode()
+    assert decoded(body) == general_v2(body), body

@@ -71,6 +71,10 @@ class _Request(msgspec.Struct):
 
 
 _REQUEST_DECODER = msgspec.json.Decoder(_Request)
+# The path of the one input's JSON ``data``, and the keys read of the objects on it (the others are ignored,
+# as msgspec ignores them).
+_DATA_PATH = ("inputs", 0, "data")
+_KEYS_ON_PATH = (frozenset(_Request.__struct_fields__), frozenset(_Input.__struct_fields__))
 
 
 # -- decoding ---------------------------------------------------------------------------------------------
@@ -103,8 +107,12 @@ def _binary_section(tensor: _Input, data: bytes | None, binary: bytes) -> bytes 
     return binary[:size]
 
 
-def _decode_input(tensor: _Input, binary: bytes, request: InferenceRequest) -> None:
-    """The request's one input (JSON ``data`` or the binary section after the header) → images or tensor."""
+def _decode_input(tensor: _Input, binary: bytes, request: InferenceRequest, values: np.ndarray | None) -> None:
+    """The request's one input (JSON ``data``, already read into ``values`` or not, or the binary section
+    after the header) → images or tensor."""
+    if values is not None:
+        request.tensor = tensors.tensor(values, tensors.BY_V2[tensor.datatype], tensor.shape)
+        return
     data = _json_data(tensor)
     raw = _binary_section(tensor, data, binary)
     shape = tensors.checked_shape(tensor.shape)
@@ -137,15 +145,40 @@ def _json_values(text: bytes, dtype: tensors.DType) -> np.ndarray | list[Any]:
     return values
 
 
-def decode_infer(body: bytes, *, header_length: str | None) -> InferenceRequest:
-    header, binary = _split_body(body, header_length)
+def _decode_header(header: bytes) -> _Request:
     try:
-        parsed = _REQUEST_DECODER.decode(header)
+        return _REQUEST_DECODER.decode(header)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid inference request: {exc}") from None
     except (msgspec.DecodeError, RecursionError):
         wire.parse_json(header)  # words what is wrong with the JSON
         raise InvalidInput("invalid inference request: malformed JSON") from None
+
+
+def _decode_in_one_parse(header: bytes) -> tuple[_Request, np.ndarray] | None:
+    """A body of JSON only, whose one numeric input has its values in ``data`` as a flat list of numbers:
+    the request and those values, read by one parse (:func:`~service.core.tensors.json_apart`) rather than
+    msgspec's parse of the body and then one of ``data``'s text (64 images: about 0.5 ms against 0.8).
+    ``None`` for any other body: the general path reads it, and words what is wrong with it."""
+    apart = tensors.json_apart(header, _DATA_PATH, _KEYS_ON_PATH)
+    if apart is None:
+        return None
+    try:
+        parsed = msgspec.convert(apart.document, _Request)
+    except msgspec.ValidationError:
+        return None
+    tensor = parsed.inputs[0]
+    dtype = tensors.BY_V2.get(tensor.datatype)
+    if len(parsed.inputs) != 1 or dtype is None or (tensor.parameters or {}).get("binary_data_size") is not None:
+        return None
+    values = apart.numbers(dtype)
+    return None if values is None else (parsed, values)
+
+
+def decode_infer(body: bytes, *, header_length: str | None) -> InferenceRequest:
+    header, binary = _split_body(body, header_length)
+    one_parse = None if header_length is not None else _decode_in_one_parse(header)
+    parsed, values = one_parse or (_decode_header(header), None)
     if len(parsed.inputs) != 1:
         raise InvalidInput(f"the model takes one input, got {len(parsed.inputs)}")
     outputs = parsed.outputs or []
@@ -157,7 +190,7 @@ def decode_infer(body: bytes, *, header_length: str | None) -> InferenceRequest:
         or any((entry.parameters or {}).get("binary_data") for entry in outputs),
         request_id=parsed.id,
     )  # fmt: skip
-    _decode_input(parsed.inputs[0], binary, request)
+    _decode_input(parsed.inputs[0], binary, request, values)
     return request
 
 

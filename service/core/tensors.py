@@ -217,12 +217,104 @@ def flat_json_array(text: bytes, dtype: DType) -> np.ndarray | None:
     About twice as fast as parsing to a list of floats and converting that (the v2 JSON ``data`` of one
     28×28 image: ~13 µs against ~27; of 64 images, 0.9 ms against 1.9)."""
     floating = dtype.numpy.kind == "f"
-    if text.count(b"[") != 1:  # nested (or a bracket inside a string): the general path
+    if _count_up_to(text, b"[", 2) != 1:  # nested (or a bracket inside a string): the general path
         return None
     values = _numbers(_parsed(text), floating)
     if values is None or not values.size:  # the general path words what is wrong with an empty tensor
         return None
     return values.astype(dtype.numpy, copy=False) if floating else values
+
+
+@dataclass(frozen=True, slots=True)
+class JsonApart:
+    """A JSON object read by one parse: its members as Python values, but for one array left unread
+    (:func:`json_apart`), whose numbers :meth:`numbers` reads straight into an array."""
+
+    document: dict[str, Any]  # the object without that array
+    _array: Any  # the array, as simdjson parsed it
+    _body: bytes
+
+    def numbers(self, dtype: DType) -> np.ndarray | None:
+        """The array's numbers as :func:`flat_json_array` reads them, when it is a flat, non-empty list of
+        numbers; ``None`` otherwise.
+
+        Flat: each list of the document has its ``[`` in the text, the array one of them, so a body with no
+        ``[`` beyond those is one whose array holds no list (a ``[`` in a string, or under a key left out,
+        only makes the count differ: the general path then reads the body)."""
+        lists = 1 + _lists_in(self.document)
+        if _count_up_to(self._body, b"[", lists + 1) != lists:
+            return None
+        floating = dtype.numpy.kind == "f"
+        values = _numbers(self._array, floating)
+        if values is None or not values.size:
+            return None
+        return values.astype(dtype.numpy, copy=False) if floating else values
+
+
+def json_apart(body: bytes, path: tuple[str | int, ...], keys: tuple[Collection[str], ...]) -> JsonApart | None:
+    """``body`` parsed once, by simdjson, with the array at ``path`` (object keys and list indices) left
+    unread (out of its object, ``None`` in its list), and everything else as Python values; ``None`` when
+    the body is not a JSON object, repeats a key or has a key with a NUL character in an object on the path,
+    or holds no array there (the caller then parses it the general way, which also words the errors).
+
+    The objects on the path keep only the keys ``keys`` lists for them (the first for the body): simdjson
+    looks a key up only to its first NUL character, so no other key is looked up. A v2 ``infer`` body of 64
+    images in ``data`` (600 kB) is read in about 0.5 ms, against 0.85 for msgspec's parse of the body around
+    that text and then simdjson's of the text."""
+    document = _parsed(body)
+    if type(document) is not simdjson.Object:
+        return None
+    apart = _apart(document, path, keys)
+    if apart is None or type(apart[1]) is not simdjson.Array:
+        return None
+    return JsonApart(apart[0], apart[1], body)
+
+
+def _apart(node: Any, path: tuple[str | int, ...], keys: tuple[Collection[str], ...]) -> tuple[Any, Any] | None:
+    """(``node`` as Python values without the value at ``path``, that value unread), or ``None``."""
+    step, rest = path[0], path[1:]
+    if type(node) is simdjson.Object and type(step) is str:
+        names = list(node.keys())
+        if step not in names or len(set(names)) != len(names) or any("\x00" in name for name in names):
+            return None
+        plain: Any = {name: _plain(node[name]) for name in names if name in keys[0] and name != step}
+        inner = (plain, node[step]) if not rest else _apart(node[step], rest, keys[1:])
+    elif type(node) is simdjson.Array and type(step) is int and 0 <= step < len(node):
+        plain = [_plain(node[index]) if index != step else None for index in range(len(node))]
+        inner = (plain, node[step]) if not rest else _apart(node[step], rest, keys)
+    else:
+        return None
+    if inner is None:
+        return None
+    if rest:
+        plain[step] = inner[0]
+    return plain, inner[1]
+
+
+def _plain(value: Any) -> Any:
+    """A parsed JSON value as Python values."""
+    if type(value) is simdjson.Array:
+        return value.as_list()
+    if type(value) is simdjson.Object:
+        return value.as_dict()
+    return value
+
+
+def _count_up_to(text: bytes, char: bytes, limit: int) -> int:
+    """How often ``char`` occurs in ``text``, counted up to ``limit``: a few ``find`` calls, each a
+    ``memchr``, rather than ``count``'s look at every byte (0.004 ms against 0.14 on a 600 kB body)."""
+    count, at = 0, text.find(char)
+    while at >= 0 and count < limit:
+        count, at = count + 1, text.find(char, at + 1)
+    return count
+
+
+def _lists_in(value: Any) -> int:
+    if type(value) is list:
+        return 1 + sum(map(_lists_in, value))
+    if type(value) is dict:
+        return sum(map(_lists_in, value.values()))
+    return 0
 
 
 def numeric_json_member(
