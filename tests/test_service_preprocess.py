@@ -147,7 +147,9 @@ def test_tensor_to_batch_rules():
         (TensorInput(np.full((1, 28, 28, 1), 300)), "0–255"),
         (TensorInput(np.array([["a"]])), "numeric"),
         (TensorInput([[0.5] * 28] * 28, dtype=BY_NAME["uint8"]), "whole numbers"),
-        (TensorInput([[1, 2], [3]]), "rectangular"),
+        (TensorInput([[1, 2], [3]]), r"rectangular array of numbers \(lists of lengths \[1, 2\] at depth 1\)"),
+        (TensorInput([[0.5], 0.5]), r"rectangular array of numbers \(a number beside lists at depth 1\)$"),
+        (TensorInput([0.5, [0.5]]), r"rectangular array of numbers \(a list beside numbers at depth 1\)$"),
         (TensorInput([True]), "only numbers"),
         (
             TensorInput(np.zeros(10, np.float32), dtype=BY_NAME["float32"], shape=(1, 28, 28, 1)),

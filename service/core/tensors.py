@@ -169,14 +169,20 @@ def _flatten_nested(data: object) -> np.ndarray:
     shape: list[int] = []
     items = [data]
     while items and type(items[0]) is list:
-        lengths = set(map(len, items))  # TypeError when a list sits beside a number
+        try:
+            lengths = set(map(len, items))
+        except TypeError:  # a value with no length
+            raise ValueError(f"a number beside lists at depth {len(shape)}") from None
         if len(lengths) != 1:
             raise ValueError(f"lists of lengths {sorted(lengths)[:4]} at depth {len(shape)}")
         shape.append(lengths.pop())
         items = list(chain.from_iterable(items))
     if bool in set(map(type, items)):  # numpy would read true as 1
         raise _Booleans
-    return np.array(items).reshape(shape)
+    try:
+        return np.array(items).reshape(shape)
+    except ValueError:  # numpy's "inhomogeneous shape": a list among the numbers
+        raise ValueError(f"a list beside numbers at depth {len(shape)}") from None
 
 
 # What is left of a JSON array of numbers once the numbers and whitespace are deleted: its brackets and
