@@ -222,11 +222,17 @@ def flat_json_array(text: bytes, dtype: DType) -> np.ndarray | None:
 
     About twice as fast as parsing to a list of floats and converting that (the v2 JSON ``data`` of one
     28×28 image: ~13 µs against ~27; of 64 images, 0.9 ms against 1.9)."""
-    floating = dtype.numpy.kind == "f"
     if _count_up_to(text, b"[", 2) != 1:  # nested (or a bracket inside a string): the general path
         return None
-    values = _numbers(_parsed(text), floating)
-    if values is None or not values.size:  # the general path words what is wrong with an empty tensor
+    return _flat_numbers(_parsed(text), dtype)
+
+
+def _flat_numbers(array: Any, dtype: DType) -> np.ndarray | None:
+    """A parsed flat JSON array's numbers: floats in ``dtype``, integers as int64; ``None`` when it is
+    empty (the general path words what is wrong with an empty tensor) or holds anything but numbers."""
+    floating = dtype.numpy.kind == "f"
+    values = _numbers(array, floating)
+    if values is None or not values.size:
         return None
     return values.astype(dtype.numpy, copy=False) if floating else values
 
@@ -250,11 +256,7 @@ class JsonApart:
         lists = 1 + _lists_in(self.document)
         if _count_up_to(self._body, b"[", lists + 1) != lists:
             return None
-        floating = dtype.numpy.kind == "f"
-        values = _numbers(self._array, floating)
-        if values is None or not values.size:
-            return None
-        return values.astype(dtype.numpy, copy=False) if floating else values
+        return _flat_numbers(self._array, dtype)
 
 
 def json_apart(body: bytes, path: tuple[str | int, ...], keys: tuple[Collection[str], ...]) -> JsonApart | None:
