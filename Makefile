@@ -10,7 +10,7 @@ MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_APT := dataset-fashion-mnist
 BROWSER_APT := chromium
-BENCH_APT := wrk
+BENCH_APT := wrk nghttp2-client
 HOST ?= 127.0.0.1
 PORT ?= 8000
 ARCH ?= fashion_cnn

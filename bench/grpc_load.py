@@ -1,112 +1,135 @@
-"""A gRPC load generator for KServe v2 ``ModelInfer``: ``python -m bench.grpc_load``.
+"""gRPC load for KServe v2 ``ModelInfer`` from h2load, nghttp2's HTTP/2 load generator (in C, as wrk is).
 
-``--streams`` calls in flight at once on one HTTP/2 connection (each a coroutine that sends its next
-call when the last one answers), each call a batch of ``--batch`` test images as FP32
-``raw_input_contents``, as ``tritonclient.grpc`` sends them. Runs a warm-up, then a timed window, and
-prints one JSON line shaped like :class:`bench.wrk.WrkResult` (``wrk_cpu_s`` is this process's own CPU
-time), so the orchestrator treats it like a wrk run.
+A closed loop like the REST scenarios': ``streams`` calls in flight on one HTTP/2 connection, each sending
+its next call when its answer arrives; every call is one ``ModelInferRequest`` of ``batch`` test images as
+FP32 ``raw_input_contents`` (as ``tritonclient.grpc`` sends them), framed as gRPC's length-prefixed message.
+
+h2load counts HTTP answers, and a failed gRPC call still answers HTTP 200, with its status in the trailers
+and no message. So a call counts as answered by its message alone: the answers' bytes over one answer's
+size, taken from a call through the Python client first (every answer of a run has the same size); the
+calls short of that are the errors. Latency percentiles come from h2load's per-request log, and its CPU
+time from the kernel, like wrk's.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import time
+import re
+import shutil
+import struct
+import tempfile
 from pathlib import Path
 
 import grpc
 import numpy as np
-import uvloop
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from bench.wrk import WrkResult
+from bench.wrk import WrkError, WrkResult, run_measured
 from models.data import to_model_input
 
+PATH = "/inference.GRPCInferenceService/ModelInfer"
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
-def build_requests(images: np.ndarray, model: str, batch: int) -> list[service_pb2.ModelInferRequest]:
-    requests = []
-    for start in range(0, len(images) - batch + 1, batch):
-        tensor = np.ascontiguousarray(to_model_input(images[start : start + batch]), dtype="<f4")
-        request = service_pb2.ModelInferRequest(model_name=model)
-        request.inputs.add(name="images", datatype="FP32", shape=list(tensor.shape))
-        request.outputs.add(name="probabilities")
-        request.raw_input_contents.append(tensor.tobytes())
-        requests.append(request)
-    return requests
+def build_request(images: np.ndarray, model: str) -> service_pb2.ModelInferRequest:
+    """One ``ModelInfer`` call classifying ``images`` (uint8 28×28), as raw FP32 contents."""
+    tensor = np.ascontiguousarray(to_model_input(images), dtype="<f4")
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="images", datatype="FP32", shape=list(tensor.shape))
+    request.outputs.add(name="probabilities")
+    request.raw_input_contents.append(tensor.tobytes())
+    return request
 
 
-async def _load(target: str, requests: list, streams: int, warmup_s: float, duration_s: float) -> dict:
+def framed(message: service_pb2.ModelInferRequest) -> bytes:
+    """``message`` as a gRPC body: not compressed, its length (big-endian), its bytes."""
+    data = message.SerializeToString()
+    return struct.pack(">?I", False, len(data)) + data
+
+
+def call_once(target: str, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+    """One plain, synchronous ``ModelInfer`` call."""
     options = [("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", _MAX_MESSAGE)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        check = await stub.ModelInfer(requests[0], timeout=60)
-        if list(check.outputs[0].shape) != [len(requests[0].raw_input_contents[0]) // (28 * 28 * 4), 10]:
-            raise SystemExit(f"unexpected answer shape {list(check.outputs[0].shape)}")
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
-        measuring = False
-
-        async def stream(index: int, until: float) -> None:
-            call = index
-            while time.monotonic() < until:
-                started = time.perf_counter()
-                try:
-                    await stub.ModelInfer(requests[call % len(requests)], timeout=60)
-                except grpc.aio.AioRpcError as exc:
-                    if measuring:
-                        errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                    continue
-                finally:
-                    call += streams
-                if measuring:
-                    latencies.append(time.perf_counter() - started)
-
-        await asyncio.gather(*(stream(i, time.monotonic() + warmup_s) for i in range(streams)))
-        measuring = True
-        cpu, started = time.process_time(), time.monotonic()
-        await asyncio.gather(*(stream(i, started + duration_s) for i in range(streams)))
-        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
-    lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
-    result = WrkResult(
-        connections=streams,
-        duration_s=elapsed,
-        requests=len(latencies),
-        images_per_request=len(requests[0].raw_input_contents[0]) // (28 * 28 * 4),
-        errors=errors,
-        latency_ms={f"p{q}": float(np.percentile(lat, q)) for q in (50, 75, 90, 95, 99)},
-        wrk_cpu_s=cpu,
-    )
-    return result.to_dict()
+    with grpc.insecure_channel(target, options=options) as channel:
+        return service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
 
 
 def classify_once(target: str, model: str, images: Path) -> int:
-    """The class the server gives the first image of ``images`` (a plain, synchronous call)."""
-    (request,) = build_requests(np.load(images)[:1], model, 1)
-    with grpc.insecure_channel(target) as channel:
-        answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+    """The class the server gives the first image of ``images``."""
+    answer = call_once(target, build_request(np.load(images)[:1], model))
     if answer.raw_output_contents:
         return int(np.frombuffer(answer.raw_output_contents[0], dtype="<f4").argmax())
     return int(np.argmax(answer.outputs[0].contents.fp32_contents))  # servers that answer with typed contents
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", required=True, help="host:port of the gRPC server")
-    parser.add_argument("--model", default="fashion_cnn")
-    parser.add_argument("--images", type=Path, required=True, help=".npy of uint8 28×28 test images")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--duration", type=float, default=12.0)
-    args = parser.parse_args()
-    requests = build_requests(np.load(args.images), args.model, args.batch)
-    if not requests:
-        raise SystemExit(f"{args.images} holds fewer than {args.batch} images")
-    print(json.dumps(uvloop.run(_load(args.target, requests, args.streams, args.warmup, args.duration))))
+def h2load_binary() -> str:
+    path = shutil.which("h2load")
+    if path is None:
+        raise WrkError("h2load is not installed (Debian: apt-get install nghttp2-client)")
+    return path
 
 
-if __name__ == "__main__":
-    main()
+def run_grpc_load(port: int, images: np.ndarray, model: str, *, streams: int, duration_s: float) -> WrkResult:
+    """``streams`` ``ModelInfer`` calls of ``images`` in flight on one connection to ``127.0.0.1:port`` for
+    ``duration_s`` seconds."""
+    request = build_request(images, model)
+    answer = call_once(f"127.0.0.1:{port}", request)
+    with tempfile.TemporaryDirectory() as work:
+        body, log = Path(work) / "body", Path(work) / "requests.log"
+        body.write_bytes(framed(request))
+        argv = [
+            h2load_binary(), "-c1", f"-m{streams}", f"-D{duration_s:g}", f"--log-file={log}",
+            "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body),
+            f"http://127.0.0.1:{port}{PATH}",
+        ]  # fmt: skip
+        returncode, cpu_s, stdout, stderr = run_measured(argv, duration_s + 60)
+        if returncode != 0:
+            raise WrkError(f"h2load exited {returncode}: {stderr.strip() or stdout.strip()}")
+        summary = parse_summary(stdout)
+        elapsed_ms = np.loadtxt(log, usecols=2, ndmin=1) / 1000 if log.stat().st_size else np.zeros(1)
+    answered, errors = count_answers(summary, len(framed(answer)))
+    return WrkResult(
+        connections=streams,
+        duration_s=summary["seconds"],
+        requests=answered,
+        images_per_request=len(images),
+        errors={kind: count for kind, count in errors.items() if count},
+        latency_ms={f"p{q}": float(np.percentile(elapsed_ms, q)) for q in (50, 75, 90, 95, 99)},
+        wrk_cpu_s=cpu_s,
+    )
+
+
+def parse_summary(stdout: str) -> dict[str, float]:
+    """h2load's summary: seconds run, calls done and answered 2xx, and the answers' DATA bytes."""
+    patterns = {
+        "seconds": r"finished in ([\d.]+(?:us|ms|s))",
+        "done": r"requests: \d+ total, \d+ started, (\d+) done",
+        "succeeded": r"(\d+) succeeded",
+        "data_bytes": r"\((\d+)\) data",
+    }
+    summary: dict[str, float] = {}
+    for key, pattern in patterns.items():
+        found = re.search(pattern, stdout)
+        if found is None:
+            raise WrkError(f"h2load printed no {key!r}: {stdout.strip()[-500:]}")
+        summary[key] = _seconds(found.group(1)) if key == "seconds" else int(found.group(1))
+    return summary
+
+
+def count_answers(summary: dict[str, float], answer_bytes: int) -> tuple[int, dict[str, int]]:
+    """The calls answered with a message (``answer_bytes`` each), and the errors by kind: HTTP statuses
+    other than 2xx, gRPC failures (a 2xx without a message), and answers of another size."""
+    answered, left = divmod(int(summary["data_bytes"]), answer_bytes)
+    errors = {
+        "http": int(summary["done"] - summary["succeeded"]),
+        "grpc": max(int(summary["succeeded"]) - answered, 0),
+        "answer size": int(left != 0 or answered > summary["succeeded"]),
+    }
+    return answered, {kind: count for kind, count in errors.items() if count}
+
+
+def _seconds(text: str) -> float:
+    """h2load's duration ("12.00s", "160.90ms", "850us") in seconds."""
+    for unit, scale in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+        if text.endswith(unit):
+            return float(text.removesuffix(unit)) * scale
+    raise WrkError(f"h2load printed an unknown duration {text!r}")

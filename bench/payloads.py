@@ -116,7 +116,7 @@ def build_payloads(root: Path, *, bodies: int = 16, batch: int = 64, batch_bodie
     ``v2_json_batch``, ``tfserving_batch``.
 
     Also saves the single images as ``root/images.npy`` (uint8) so servers' answers can be checked, and
-    the batches' images as ``root/batch_images.npy`` (the gRPC load generator builds its calls from them).
+    the batches' images as ``root/batch_images.npy`` (the gRPC load builds its calls from them).
     """
     images = load_test_images(max(bodies, batch * batch_bodies))
     np.save(root / "images.npy", images[:bodies])

@@ -124,7 +124,9 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         'Scenarios: **a** one image per request, TF-Serving JSON `{"instances": [28×28×1 floats]}`; '
         "**b** one PNG per request, native multipart; **c** 64 images per request, v2 binary FP32 tensor; "
         "**d** the same batches over gRPC (v2 ModelInfer, raw FP32 contents), 8 calls in flight on one "
-        "connection, from a Python load generator (its CPU in the wrk column); one image per request: **e** v2 "
+        "connection, from h2load (nghttp2's HTTP/2 load generator, its CPU in the wrk column; a call counts as "
+        "answered by its message, so a gRPC error is counted though it answers HTTP 200); one image per request: "
+        "**e** v2 "
         "JSON (flat `data`), **f** v2 binary, **g** native raw PNG body, **h** gRPC ModelInfer (raw contents, "
         "as many calls in flight on one connection as the other scenarios have connections); 64 images per "
         "request: **i** v2 JSON, **j** TF Serving JSON rows.",

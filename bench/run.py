@@ -5,7 +5,7 @@ served model twice (``python -m service``: pinned to float32 TensorFlow, then it
 fastest measured runtime and precision) and once more with a shadow version (a copy of the model that
 also runs 10% of the requests in the background), the in-process limit of the engine it chose, the peers on that
 same engine (Seldon MLServer with 1 and 2 parallel workers, LitServe) and a naive FastAPI server, each
-driven by wrk or the gRPC load generator; then the served model's accuracy through HTTP per runtime and
+driven by wrk, or h2load for gRPC; then the served model's accuracy through HTTP per runtime and
 precision (:mod:`bench.accuracy`); then writes ``bench/results/{RESULTS.md,results.json,throughput.png}``
 and prints a table. Each measurement also gives the server's CPU per request and, for the service, the
 part of it beyond the model (the serving layer's own cost).
@@ -35,9 +35,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench import report
 from bench.accuracy import served_accuracy
 from bench.grpc_load import classify_once as grpc_classify
+from bench.grpc_load import run_grpc_load
 from bench.payloads import Payload, build_payloads
 from bench.peers import MLSERVER_WORKERS, Engine, floor_spec, litserve_spec, mlserver_name, mlserver_spec
 from bench.profile import Profiler
@@ -174,7 +177,7 @@ class Bench:
             Scenario("b", "png", native, (top,), ("served",)),
             Scenario("c", "v2_batch", v2, (8,), ("served-fp32", "served")),
             # The same batches over gRPC: KServe v2 ModelInfer, raw FP32 contents, 8 calls in flight.
-            Scenario("d", "grpc_batch", "inference.GRPCInferenceService/ModelInfer", (8,), ("served",)),
+            Scenario("d", "grpc_batch", "inference.GRPCInferenceService/ModelInfer", (8,), ("served", "floor")),
             # One image per request in every protocol, the same-engine peer where it speaks it.
             Scenario("e", "v2_json", v2, (top,), ("served", "floor", *MLSERVERS)),
             Scenario("f", "v2_binary", v2, (top,), ("served", "floor")),
@@ -328,16 +331,9 @@ class Bench:
         return record
 
     def grpc_load(self, server: Server, streams: int, duration_s: float, batch: int) -> WrkResult:
-        """``bench.grpc_load`` against the server's gRPC port for ``duration_s`` (the scenario's wrk)."""
-        argv = [sys.executable, "-m", "bench.grpc_load", "--target", server.grpc_target, "--model", self.args.model,
-                "--images", str(self.raw / "batch_images.npy"), "--streams", str(streams), "--warmup", "0",
-                "--duration", str(duration_s), "--batch", str(batch)]  # fmt: skip
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"gRPC load failed: {done.stderr[-2000:]}")
-        fields = json.loads(done.stdout.strip().splitlines()[-1])
-        fields.pop("requests_per_s"), fields.pop("images_per_s")
-        return WrkResult(**fields)
+        """h2load's ``ModelInfer`` calls of ``batch`` images on the server's gRPC port (the scenario's wrk)."""
+        images = np.load(self.raw / "batch_images.npy")[:batch]
+        return run_grpc_load(server.grpc_port, images, self.args.model, streams=streams, duration_s=duration_s)
 
     def check_answers(self, server: Server, payloads: dict[str, Payload], expected: list[int]) -> None:
         """One request per scenario; the predicted class must match the in-process call."""
@@ -746,7 +742,18 @@ def _floor_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[
         served = _ratio(report.find_measurement(ms, "served", scenario, top), floor)
         rows.append(target(f"{scenario}, c={top}, 1 image: served {protocol} / bare {kind} floor", served, "reported",
                            None))  # fmt: skip
+    floor_d, at_64 = report.find_measurement(ms, "floor", "d", 8), _engine_at_64(results)
+    if floor_d is not None and at_64 is not None:
+        ratio = floor_d["images_per_s"] / at_64["images_per_s"]
+        rows.append(target("d, 64 images: bare gRPC floor / engine in-process, batch 64", ratio, "reported", None))
     return rows
+
+
+def _engine_at_64(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The served engine's in-process row at batch 64: a 64-image request is one model call of 64 images
+    (the batch size limit)."""
+    engine = results.get("engine_limit")
+    return next((row for row in engine["sweep"] if row["batch_size"] == 64), engine["best"]) if engine else None
 
 
 def _mlserver_label(peer_scenario: str) -> str:
@@ -764,16 +771,14 @@ def _same_engine_targets(results: dict[str, Any], target: Any, top: int) -> list
         ratio = _ratio(report.find_measurement(ms, "served", scenario, top), _best_mlserver(ms, peer_scenario, top))
         name = f"{scenario}, c={top}, 1 image: served {protocol} / {_mlserver_label(peer_scenario)}"
         rows.append(target(name, ratio, goal_text, _at_least(ratio, goal)))
-    engine = results.get("engine_limit")
-    # A 64-image request is one model call of 64 images (the batch size limit): the engine's rate at 64.
-    at_64 = next((row for row in engine["sweep"] if row["batch_size"] == 64), engine["best"]) if engine else None
+    at_64 = _engine_at_64(results)
     for scenario, protocol, share in _LIMIT_SCENARIOS:
         found = next((m for m in ms if m["server"] == "served" and m["scenario"] == scenario), None)
         ratio = found["images_per_s"] / at_64["images_per_s"] if found and at_64 else None
         rows.append(target(f"{scenario}, 64 images: served {protocol} / engine in-process, batch 64", ratio,
                            f"≥ {share:g}", _at_least(ratio, share)))  # fmt: skip
     c1 = report.find_measurement(ms, "served", "a", 1)
-    call = results["batch1_call_p50_ms"]["mean"] if engine else None
+    call = results["batch1_call_p50_ms"]["mean"] if results.get("engine_limit") else None
     p50 = c1["latency_ms"]["p50"] if c1 else None
     ok = p50 is not None and call is not None and p50 <= call + 0.4
     goal_c1 = f"≤ {call + 0.4:.2f} (engine batch-1 call {call:.2f} + 0.4)" if call else "engine batch-1 call + 0.4"

@@ -69,22 +69,7 @@ def run_wrk(
         wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", f"--timeout={timeout_s}s",
         "-s", str(SCRIPT), url, "--", str(payload.directory), str(payload.bodies),
     ]  # fmt: skip
-    logger.debug("running %s", " ".join(argv))
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
-        watchdog = threading.Timer(duration_s + timeout_s + 30, process.kill)
-        watchdog.start()
-        try:
-            returncode, cpu_s = _wait_with_usage(process)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            watchdog.cancel()
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    returncode, cpu_s, stdout, stderr = run_measured(argv, duration_s + timeout_s + 30)
     line = next((ln for ln in stdout.splitlines() if ln.startswith(_MARKER)), None)
     if returncode != 0 or line is None:
         raise WrkError(f"wrk exited {returncode}: {stderr.strip() or stdout.strip()}")
@@ -100,8 +85,23 @@ def run_wrk(
     )
 
 
-def _wait_with_usage(process: subprocess.Popen) -> tuple[int, float]:
-    """Wait for a child; return its exit code and CPU seconds (user + system)."""
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_utime + usage.ru_stime
+def run_measured(argv: list[str], kill_after_s: float) -> tuple[int, float, str, str]:
+    """Run a load generator to its end (killed after ``kill_after_s``); return its exit code, CPU seconds
+    (user + system, from the kernel), stdout and stderr."""
+    logger.debug("running %s", " ".join(argv))
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+        watchdog = threading.Timer(kill_after_s, process.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            watchdog.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return process.returncode, usage.ru_utime + usage.ru_stime, out.read(), err.read()
