@@ -236,14 +236,17 @@ def test_large_json_tensors_are_converted_and_large_answers_encoded_off_the_even
 
     monkeypatch.setattr(service.inference.pipeline, "tensor_to_batch", recording("convert", convert))
     monkeypatch.setattr(service.transports.rest_tfserving, "_ENCODE_PREDICT", recording("encode", encode))
-    for count in (1, 64):
-        response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": np.zeros((count, 28, 28, 1)).tolist()})
-        assert response.status_code == 200
+    rows = np.zeros((64, 28, 28, 1)).tolist()
+    # One image; 64 as one array of numbers (parsed into an array, only checked: on the event loop); 64 as
+    # named rows (JSON lists, converted value by value: in a worker thread).
+    for instances in (rows[:1], rows, [{"images": row} for row in rows]):
+        assert client.post(f"/v1/models/{MODEL}:predict", json={"instances": instances}).status_code == 200
     feature_maps = {"signature_name": "feature_maps", "instances": np.zeros((4, 28, 28, 1)).tolist()}
     assert client.post(f"/v1/models/{MODEL}:predict", json=feature_maps).status_code == 200
-    small, large, _maps = threads["convert"]
-    assert not small.startswith("inference") and large.startswith("inference"), threads
-    assert not threads["encode"][0].startswith("inference") and threads["encode"][2].startswith("inference"), threads
+    small, array, lists, _maps = threads["convert"]
+    assert not small.startswith("inference") and not array.startswith("inference"), threads
+    assert lists.startswith("inference"), threads
+    assert not threads["encode"][0].startswith("inference") and threads["encode"][3].startswith("inference"), threads
 
 
 def test_v2_refuses_a_boolean_binary_data_size(client):
@@ -333,3 +336,35 @@ def test_feature_map_waiters_get_503_when_no_slot_frees_in_time(bundled_reposito
         assert first.result().status_code == 200
     assert second.status_code == 503 and "retry shortly" in second.json()["error"]
     assert second.headers["retry-after"] == "1"
+
+
+def test_a_grpc_message_of_raw_contents_is_decoded_on_the_event_loop():
+    """What the pipeline weighs before decoding in a worker thread: what is left to parse of a gRPC message,
+    its typed contents; raw contents (decoding takes them as they are) are not counted."""
+    import asyncio
+
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
+    from tritonclient.grpc import service_pb2 as pb
+
+    from service.codecs import tfserving_grpc, v2_grpc
+    from service.inference.pipeline import _OFFLOAD_PARSE_BYTES
+    from service.transports.grpc_call import message_reader
+
+    images = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    v2_raw, v2_typed = pb.ModelInferRequest(model_name=MODEL), pb.ModelInferRequest(model_name=MODEL)
+    for message in (v2_raw, v2_typed):
+        message.inputs.add(name="images", datatype="FP32", shape=list(images.shape))
+    v2_raw.raw_input_contents.append(images.tobytes())
+    v2_typed.inputs[0].contents.fp32_contents.extend(images.ravel())
+    tf_raw, tf_typed = predict_pb2.PredictRequest(), predict_pb2.PredictRequest()
+    tf_raw.inputs["images"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=images.tobytes()))
+    tf_typed.inputs["images"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=images.ravel()))
+
+    def to_parse(message, codec) -> int:
+        return asyncio.run(message_reader(message, codec.raw_bytes(message))())[1]
+
+    assert v2_grpc.raw_bytes(v2_raw) == tfserving_grpc.raw_bytes(tf_raw) == images.nbytes
+    assert v2_grpc.raw_bytes(v2_typed) == tfserving_grpc.raw_bytes(tf_typed) == 0
+    for raw, typed, codec in ((v2_raw, v2_typed, v2_grpc), (tf_raw, tf_typed, tfserving_grpc)):
+        assert to_parse(raw, codec) < 1024 < _OFFLOAD_PARSE_BYTES < images.nbytes <= to_parse(typed, codec)

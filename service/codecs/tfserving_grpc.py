@@ -32,6 +32,11 @@ def target(message: predict_pb2.PredictRequest, routing_key: str | None = None) 
     return Target(message.model_spec.name, version_ref(message.model_spec), routing_key=routing_key)
 
 
+def raw_bytes(message: predict_pb2.PredictRequest) -> int:
+    """The bytes of the inputs' ``tensor_content``: decoding takes them as they are, nothing in them is parsed."""
+    return sum(len(proto.tensor_content) for proto in message.inputs.values())
+
+
 def _to_request(proto: tensor_pb2.TensorProto, request: InferenceRequest) -> None:
     """The tensor's values: ``DT_STRING`` image files, ``tensor_content`` bytes, or its typed field."""
     if proto.tensor_shape.unknown_rank:

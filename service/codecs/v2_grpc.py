@@ -26,6 +26,11 @@ def target(message: pb.ModelInferRequest, routing_key: str | None = None) -> Tar
     return Target(message.model_name, version_or_label(message.model_version), routing_key=routing_key)
 
 
+def raw_bytes(message: pb.ModelInferRequest) -> int:
+    """The bytes of the raw contents: decoding takes them as they are, nothing in them is parsed."""
+    return sum(map(len, message.raw_input_contents))
+
+
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor):
     """The one typed contents field of the tensor's datatype; values in any other field are refused."""
     field = _TYPED_FIELDS[tensor.datatype]

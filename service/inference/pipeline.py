@@ -71,14 +71,16 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 W = TypeVar("W")
-# How a transport reads a request's body: the body as its decode takes it, and its size in bytes.
+# How a transport reads a request's body: the body as its decode takes it, and the bytes its decode parses
+# (a body's size; a gRPC message's, less the raw contents decoding takes as they are).
 Reader = Callable[[], Awaitable[tuple[W, int]]]
 # What returns when the request's client has gone away (long work for it then stops).
 Gone = Callable[[], Awaitable[None]]
 
-# Bodies and messages larger than this are parsed in a worker thread (a JSON body of one image is ~6 KB);
-# image files whose pixels, and answers, larger than the next are decoded or encoded there; JSON tensors
-# with more pixel values than the last are converted there: the event loop keeps serving.
+# Bodies and messages with more than this to parse are decoded in a worker thread (a JSON body of one image
+# is ~6 KB); image files whose pixels, and answers, larger than the next are decoded or encoded there; tensors
+# of more values than the last are converted there when they are lists (JSON) or typed protobuf contents: the
+# event loop keeps serving.
 _OFFLOAD_PARSE_BYTES = 16 * 1024
 _OFFLOAD_BYTES = 256 * 1024
 _OFFLOAD_ELEMENTS = 32 * 1024
@@ -177,7 +179,8 @@ class InferencePipeline:
             return await self._decoded(blobs, card, request.polarity, gone)
         if tensor is None:
             raise InvalidInput("no images in the request")
-        big = not isinstance(tensor.values, bytes) and tensor.elements > _OFFLOAD_ELEMENTS
+        # Lists and typed protobuf contents are converted value by value; bytes and arrays only checked.
+        big = not isinstance(tensor.values, bytes | np.ndarray) and tensor.elements > _OFFLOAD_ELEMENTS
         return await self._call(big, tensor_to_batch, tensor, card.input_shape)
 
     async def _decoded(self, blobs: list[bytes], card: ModelCard, polarity: Polarity, gone: Gone | None) -> np.ndarray:

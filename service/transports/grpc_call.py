@@ -140,10 +140,12 @@ def routing_key(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-def message_reader(message: Message) -> Reader[Message]:
-    """The pipeline's reader of an already received message, with its size on the wire."""
+def message_reader(message: Message, raw_bytes: int = 0) -> Reader[Message]:
+    """The pipeline's reader of an already received (and parsed) message. What is left to parse is its
+    typed contents: its size on the wire less its ``raw_bytes`` (raw contents, which decoding takes as they
+    are), so a message of raw FP32 images is decoded on the event loop, without a hop to a worker thread."""
 
     async def read() -> tuple[Message, int]:
-        return message, message.ByteSize()
+        return message, message.ByteSize() - raw_bytes
 
     return read
