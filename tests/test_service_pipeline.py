@@ -368,3 +368,30 @@ def test_a_grpc_message_of_raw_contents_is_decoded_on_the_event_loop():
     assert v2_grpc.raw_bytes(v2_typed) == tfserving_grpc.raw_bytes(tf_typed) == 0
     for raw, typed, codec in ((v2_raw, v2_typed, v2_grpc), (tf_raw, tf_typed, tfserving_grpc)):
         assert to_parse(raw, codec) < 1024 < _OFFLOAD_PARSE_BYTES < images.nbytes <= to_parse(typed, codec)
+
+
+def test_a_v2_body_is_decoded_in_a_thread_only_for_its_json(client, monkeypatch):
+    """64 images as a v2 binary tensor: the JSON header is all there is to parse, so it is decoded on the
+    event loop; the same images as JSON ``data`` are parsed in a worker thread."""
+    import service.codecs.v2
+
+    threads: list[str] = []
+    decode = service.codecs.v2.decode_infer
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(service.codecs.v2, "decode_infer", recording)
+    images = np.zeros((64, 28, 28, 1), dtype=np.float32)
+    body, length = _v2_binary(images)
+    assert v2.bytes_to_parse(body, length) == int(length) < 1024
+    assert v2.bytes_to_parse(body, None) == v2.bytes_to_parse(body, "x") == v2.bytes_to_parse(body, "0") == len(body)
+    response = client.post(f"/v2/models/{MODEL}/infer", content=body, headers={v2.HEADER_LENGTH: length})
+    assert response.status_code == 200, response.text
+    data = {
+        "inputs": [{"name": "images", "shape": list(images.shape), "datatype": "FP32", "data": images.ravel().tolist()}]
+    }
+    assert client.post(f"/v2/models/{MODEL}/infer", json=data).status_code == 200
+    binary, json_body = threads
+    assert not binary.startswith("inference") and json_body.startswith("inference"), threads

@@ -90,6 +90,18 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
+def bytes_to_parse(body: bytes, header_length: str | None) -> int:
+    """What decoding parses of a body: its JSON header when a binary part follows (that part is taken as it
+    is), else the whole body; the whole body too when the header length is not valid (decoding refuses it)."""
+    if header_length is None:
+        return len(body)
+    try:
+        length = int(header_length)
+    except ValueError:
+        return len(body)
+    return length if 0 < length <= len(body) else len(body)
+
+
 def _json_data(tensor: _Input) -> bytes | None:
     """The JSON text of ``data``; ``None`` when it is absent or null."""
     raw = bytes(tensor.data)

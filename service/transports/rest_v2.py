@@ -100,10 +100,12 @@ _ENCODE_INFER = naming_version(v2.encode_infer)
 
 
 async def infer(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
-    decode = partial(v2.decode_infer, header_length=request.headers.get(v2.HEADER_LENGTH))
+    header_length = request.headers.get(v2.HEADER_LENGTH)
+    read = body_reader(request, partial(v2.bytes_to_parse, header_length=header_length))
+    decode = partial(v2.decode_infer, header_length=header_length)
     target = request_target(request, name, version, label)
     pipeline = request.app.state.plane.pipeline
-    return await pipeline.handle(target, body_reader(request), decode, _ENCODE_INFER, client_gone(request))
+    return await pipeline.handle(target, read, decode, _ENCODE_INFER, client_gone(request))
 
 
 def add_infer_routes(router: APIRouter, **kwargs: Any) -> None:

@@ -82,12 +82,13 @@ def naming_version(encode: Callable[[InferenceResult], Response]) -> Callable[[I
     return encode_naming_version
 
 
-def body_reader(request: Request) -> Reader[bytes]:
-    """How the pipeline reads a request's body, after admitting it."""
+def body_reader(request: Request, to_parse: Callable[[bytes], int] = len) -> Reader[bytes]:
+    """How the pipeline reads a request's body, after admitting it; ``to_parse`` tells how many of its
+    bytes decoding parses (all of them unless a binary part is taken as it is)."""
 
     async def read() -> tuple[bytes, int]:
         body = await request.body()
-        return body, len(body)
+        return body, to_parse(body)
 
     return read
 
