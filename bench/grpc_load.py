@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from bench.wrk import WrkError, WrkResult, run_measured
@@ -40,8 +41,8 @@ def build_request(images: np.ndarray, model: str) -> service_pb2.ModelInferReque
     return request
 
 
-def framed(message: service_pb2.ModelInferRequest) -> bytes:
-    """``message`` as a gRPC body: not compressed, its length (big-endian), its bytes."""
+def framed(message: Message) -> bytes:
+    """``message`` as gRPC frames it on the wire: not compressed, its length (big-endian), its bytes."""
     data = message.SerializeToString()
     return struct.pack(">?I", False, len(data)) + data
 
