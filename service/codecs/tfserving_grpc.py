@@ -32,9 +32,16 @@ def target(message: predict_pb2.PredictRequest, routing_key: str | None = None) 
     return Target(message.model_spec.name, version_ref(message.model_spec), routing_key=routing_key)
 
 
-def raw_bytes(message: predict_pb2.PredictRequest) -> int:
-    """The bytes of the inputs' ``tensor_content``: decoding takes them as they are, nothing in them is parsed."""
-    return sum(len(proto.tensor_content) for proto in message.inputs.values())
+def bytes_to_parse(message: predict_pb2.PredictRequest) -> int:
+    """What decoding parses of a received message: nothing when each input's values are its
+    ``tensor_content`` (taken as it is; its typed field is empty), else the whole message (see
+    :func:`service.codecs.v2_grpc.bytes_to_parse`)."""
+
+    def typed(proto: tensor_pb2.TensorProto) -> bool:
+        dtype = tensors.BY_TF.get(proto.dtype)  # DT_STRING and unknown types included
+        return dtype is None or len(getattr(proto, dtype.tf_field)) > 0
+
+    return message.ByteSize() if any(map(typed, message.inputs.values())) else 0
 
 
 def _to_request(proto: tensor_pb2.TensorProto, request: InferenceRequest) -> None:

@@ -78,15 +78,22 @@ _KEYS_ON_PATH = (frozenset(_Request.__struct_fields__), frozenset(_Input.__struc
 
 
 # -- decoding ---------------------------------------------------------------------------------------------
-def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    if header_length is None:
-        return body, b""
+def _header_bytes(body: bytes, header_length: str) -> int:
+    """The JSON header's length, as ``Inference-Header-Content-Length`` gives it (400 unless it is within the
+    body)."""
     try:
         length = int(header_length)
     except ValueError:
         raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
     if not 0 < length <= len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {length} is outside the body of {len(body)} bytes")
+    return length
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    length = _header_bytes(body, header_length)
     return body[:length], body[length:]
 
 
@@ -96,10 +103,9 @@ def bytes_to_parse(body: bytes, header_length: str | None) -> int:
     if header_length is None:
         return len(body)
     try:
-        length = int(header_length)
-    except ValueError:
+        return _header_bytes(body, header_length)
+    except InvalidInput:
         return len(body)
-    return length if 0 < length <= len(body) else len(body)
 
 
 def _json_data(tensor: _Input) -> bytes | None:

@@ -26,9 +26,11 @@ def target(message: pb.ModelInferRequest, routing_key: str | None = None) -> Tar
     return Target(message.model_name, version_or_label(message.model_version), routing_key=routing_key)
 
 
-def raw_bytes(message: pb.ModelInferRequest) -> int:
-    """The bytes of the raw contents: decoding takes them as they are, nothing in them is parsed."""
-    return sum(map(len, message.raw_input_contents))
+def bytes_to_parse(message: pb.ModelInferRequest) -> int:
+    """What decoding parses of a received message: nothing when it sends raw contents (taken as they are;
+    typed contents beside them are refused), else its typed contents, the whole message. Neither the raw
+    contents are copied to tell, nor the message sized (``ByteSize`` serializes it: 28 ms at 16 MB)."""
+    return 0 if message.raw_input_contents else message.ByteSize()
 
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor):

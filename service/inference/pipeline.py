@@ -72,7 +72,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 W = TypeVar("W")
 # How a transport reads a request's body: the body as its decode takes it, and the bytes its decode parses
-# (a body's size, less a v2 binary part; a gRPC message's, less its raw contents: both are taken as they are).
+# (a body's size, less a v2 binary part; a gRPC message's, nothing when it sends raw contents: both are taken
+# as they are).
 Reader = Callable[[], Awaitable[tuple[W, int]]]
 # What returns when the request's client has gone away (long work for it then stops).
 Gone = Callable[[], Awaitable[None]]

@@ -24,6 +24,7 @@ from service.protocol.plane import DataPlane
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
@@ -140,12 +141,12 @@ def routing_key(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-def message_reader(message: Message, raw_bytes: int = 0) -> Reader[Message]:
-    """The pipeline's reader of an already received (and parsed) message. What is left to parse is its
-    typed contents: its size on the wire less its ``raw_bytes`` (raw contents, which decoding takes as they
-    are), so a message of raw FP32 images is decoded on the event loop, without a hop to a worker thread."""
+def message_reader(message: M, to_parse: Callable[[M], int]) -> Reader[M]:
+    """The pipeline's reader of an already received (and parsed) message; ``to_parse`` tells how many bytes
+    its decoding parses (nothing for raw contents: a message of raw FP32 images is decoded on the event
+    loop, without a hop to a worker thread)."""
 
-    async def read() -> tuple[Message, int]:
-        return message, message.ByteSize() - raw_bytes
+    async def read() -> tuple[M, int]:
+        return message, to_parse(message)
 
     return read

@@ -41,7 +41,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def work() -> predict_pb2.PredictResponse:
             return await self.rpc.plane.pipeline.handle(
                 tfserving_grpc.target(request, routing_key(context)),
-                message_reader(request, tfserving_grpc.raw_bytes(request)),
+                message_reader(request, tfserving_grpc.bytes_to_parse),
                 tfserving_grpc.decode_predict,
                 tfserving_grpc.encode_predict,
             )

@@ -85,7 +85,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         async def work() -> pb.ModelInferResponse:
             return await self.plane.pipeline.handle(
                 v2_grpc.target(request, routing_key(context)),
-                message_reader(request, v2_grpc.raw_bytes(request)),
+                message_reader(request, v2_grpc.bytes_to_parse),
                 v2_grpc.decode_infer,
                 v2_grpc.encode_infer,
             )
