@@ -1,16 +1,18 @@
-"""The floor: the least a Python server can spend on a v2 ``infer`` request on this machine, over REST
-and over gRPC.
+"""The floor: the least a Python server can spend on a v2 ``infer`` (or TF Serving ``:predict``) request on
+this machine, over REST and over gRPC.
 
 uvicorn (uvloop, httptools) and one bare ASGI callable around the service's own batcher
 (:class:`service.hosting.batcher.Batcher`, the service's default batching settings, GIL switch interval and
 thread priorities) and the served engine (the OpenVINO model the peers serve, in the service's own engine
 class, :class:`service.hosting.engines.OpenVino`, with as many calls at once as the service makes). It does
-only what the wire format needs: read the body, parse the v2 JSON (orjson) and the binary tensor (numpy),
-batch, run, and write the answer. No routing table, validation, policy headers, metrics per request, error
-mapping or version lookup: what is left between it and the service is the cost of those. With
-``--grpc-port``, a ``grpc.aio`` server in the same event loop answers ``ModelInfer`` (raw FP32 contents in
-and out) through the same batcher, as barely. The benchmark runs it on the one-image v2 scenarios, beside
-MLServer, to show how much of any gap to a target a serving layer written in Python can close here at all.
+only what the wire format needs: read the body, parse the JSON (simdjson, its numbers read straight into an
+array: the cheapest parse known here) or take the binary tensor (numpy), batch, run, and write the answer.
+No routing table, validation, policy headers, metrics per request, error mapping or version lookup: what is
+left between it and the service is the cost of those. With ``--grpc-port``, a ``grpc.aio`` server in the
+same event loop answers ``ModelInfer`` (raw FP32 contents in and out) through the same batcher, as barely.
+The benchmark runs it on the one-image v2 scenarios, beside MLServer, and on the 64-image ones, beside the
+engine in-process, to show how much of any gap to a target a serving layer written in Python can close here
+at all.
 
 Run: ``python -m bench.floor_server --openvino-ir <model.xml> --model-dir <version dir> --precision fp32|bf16|int8
 --port <port> [--grpc-port <port>]``;
@@ -20,7 +22,9 @@ Run: ``python -m bench.floor_server --openvino-ir <model.xml> --model-dir <versi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from typing import Any
 import grpc
 import numpy as np
 import orjson
+import simdjson
 import uvicorn
 from prometheus_client import generate_latest
 from starlette.types import Receive, Scope, Send
@@ -42,11 +47,13 @@ from service.hosting.planner import ladder
 from service.hosting.priority import lower_current_thread
 
 _HEADER_LENGTH = b"inference-header-content-length"
+_THREAD_BYTES = 16 * 1024  # bodies larger than this are parsed in a thread (the service's threshold)
 
 
 class FloorApp:
-    """``POST /v2/models/{model}/infer`` (one FP32 input, JSON ``data`` or binary), ``GET /metrics``;
-    any other request gets an empty 200 (the readiness probe)."""
+    """``POST /v2/models/{model}/infer`` (one FP32 input, JSON ``data`` or binary), ``POST
+    /v1/models/{model}:predict`` (``instances`` as numbers), ``GET /metrics``; any other request gets an empty
+    200 (the readiness probe)."""
 
     def __init__(self, ir: str, model_dir: Path, precision: str, model: str, grpc_port: int = 0) -> None:
         import openvino
@@ -64,6 +71,7 @@ class FloorApp:
         with ThreadPoolExecutor(max_workers=1) as loader:
             self.calls = loader.submit(prepare).result()
         self.model = model
+        self.input_shape = card.input_shape
         self.metrics = Metrics()
         self.batcher: Batcher | None = None
         self.grpc_port = grpc_port
@@ -116,25 +124,24 @@ class FloorApp:
             body = generate_latest(self.metrics.registry) if scope["path"] == "/metrics" else b""
             await _answer(send, 200, [], body)
             return
-        body, more = b"", True
+        chunks, more = [], True
         while more:
             message = await receive()
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
+        body = b"".join(chunks)
         try:
-            status, headers, answer = await self._infer(body, dict(scope["headers"]).get(_HEADER_LENGTH))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            if scope["path"].endswith(":predict"):
+                status, headers, answer = await self._predict(body)
+            else:
+                status, headers, answer = await self._infer(body, dict(scope["headers"]).get(_HEADER_LENGTH))
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
             status, headers, answer = 400, [], orjson.dumps({"error": str(exc)})
         await _answer(send, status, headers, answer)
 
     async def _infer(self, body: bytes, header_length: bytes | None) -> tuple[int, list, bytes]:
         assert self.batcher is not None
-        split = int(header_length) if header_length else len(body)
-        request = orjson.loads(body[:split])
-        tensor = request["inputs"][0]
-        binary = np.frombuffer(body[split:], "<f4") if header_length else None
-        images = binary if binary is not None else np.asarray(tensor["data"], np.float32)
-        probabilities = await self.batcher.submit(images.reshape(tensor["shape"]))
+        probabilities = await self.batcher.submit(await _decoded(_v2_images, body, header_length))
         output: dict[str, Any] = {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape)}
         response = {"model_name": self.model, "model_version": "1", "outputs": [output]}
         if not header_length:
@@ -149,6 +156,38 @@ class FloorApp:
         header = orjson.dumps(response)
         headers = [(b"content-type", b"application/octet-stream"), (_HEADER_LENGTH, str(len(header)).encode())]
         return 200, headers, header + payload
+
+    async def _predict(self, body: bytes) -> tuple[int, list, bytes]:
+        """TF Serving's ``:predict`` with ``instances`` (rows of numbers), answered as ``predictions``."""
+        assert self.batcher is not None
+        probabilities = await self.batcher.submit(await _decoded(self._instances, body))
+        answer = orjson.dumps({"predictions": probabilities}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return 200, [(b"content-type", b"application/json")], answer
+
+    def _instances(self, body: bytes) -> np.ndarray:
+        return _numbers(simdjson.Parser().parse(body)["instances"]).reshape(-1, *self.input_shape)
+
+
+async def _decoded(decode: Callable[..., np.ndarray], body: bytes, *args: Any) -> np.ndarray:
+    """``decode(body, *args)``: in a thread when the body is large, as the service parses it (parsed on the
+    event loop, a 64-image JSON body cost more here: its parser's buffers were mapped afresh for every
+    request)."""
+    if len(body) > _THREAD_BYTES:
+        return await asyncio.to_thread(decode, body, *args)
+    return decode(body, *args)
+
+
+def _v2_images(body: bytes, header_length: bytes | None) -> np.ndarray:
+    """The one input of a v2 ``infer`` body: JSON ``data``, or the binary part after the JSON header."""
+    split = int(header_length) if header_length else len(body)
+    tensor = simdjson.Parser().parse(body[:split] if header_length else body)["inputs"][0]
+    images = np.frombuffer(body[split:], "<f4") if header_length else _numbers(tensor["data"])
+    return images.reshape(tensor["shape"].as_list())
+
+
+def _numbers(array: Any) -> np.ndarray:
+    """A parsed JSON array's numbers, nested lists flattened, as float32 (no Python float per value)."""
+    return np.frombuffer(array.as_buffer(of_type="d"), np.float64).astype(np.float32)
 
 
 async def _answer(send: Send, status: int, headers: list, body: bytes) -> None:

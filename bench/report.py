@@ -134,8 +134,8 @@ def results_markdown(results: dict[str, Any], plot_name: str) -> str:
         "(64 images, 2 ms) and 1 or 2 parallel inference workers, running `bench/mlserver_runtime.py` on the "
         "OpenVINO model the service compiles; LitServe on the same. The naive server runs float32 TensorFlow. "
         "`floor` (`bench/floor_server.py`): a bare ASGI callable on uvicorn around the service's own batcher and "
-        "that engine, doing only what the v2 wire format needs (no routing, validation, policy, per-request "
-        "metrics or error mapping): the least a Python serving layer costs here.",
+        "that engine, doing only what the v2 and TF Serving wire formats need (simdjson's parse, no routing, "
+        "validation, policy, per-request metrics or error mapping): the least a Python serving layer costs here.",
         "`server CPU ms/img` and `/req`: CPU time of the server's processes per image and per request; `beyond "
         "model ms/req`: the service's (or the floor's) CPU per request less what the engine costs in-process for "
         "those images at the measured mean batch size (the serving layer's own cost); `other cores`: CPU used on "
