@@ -752,7 +752,7 @@ def _floor_targets(results: dict[str, Any], target: Any, top: int) -> list[dict[
     return rows
 
 
-# The 64-image scenarios the floor runs, and what it is there: the best any Python layer could do beside them.
+# The 64-image scenarios the floor runs (the best a Python layer could do there), and the protocol of each.
 _FLOOR_BATCH_SCENARIOS = (("d", "gRPC"), ("i", "v2 JSON"), ("j", "TF Serving JSON"))
 
 
