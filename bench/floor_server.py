@@ -45,9 +45,9 @@ from service.hosting.batcher import Batcher
 from service.hosting.engines import OPENVINO_CPU_PRECISIONS, OpenVino
 from service.hosting.planner import ladder
 from service.hosting.priority import lower_current_thread
+from service.inference.pipeline import _OFFLOAD_PARSE_BYTES  # bodies larger than this are parsed in a thread
 
 _HEADER_LENGTH = b"inference-header-content-length"
-_THREAD_BYTES = 16 * 1024  # bodies larger than this are parsed in a thread (the service's threshold)
 
 
 class FloorApp:
@@ -172,7 +172,7 @@ async def _decoded(decode: Callable[..., np.ndarray], body: bytes, *args: Any) -
     """``decode(body, *args)``: in a thread when the body is large, as the service parses it (parsed on the
     event loop, a 64-image JSON body cost more here: its parser's buffers were mapped afresh for every
     request)."""
-    if len(body) > _THREAD_BYTES:
+    if len(body) > _OFFLOAD_PARSE_BYTES:
         return await asyncio.to_thread(decode, body, *args)
     return decode(body, *args)
 
